@@ -1,0 +1,321 @@
+package eventagg
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Options configures an [Aggregator]. The zero value is the default.
+type Options struct {
+	// MaxBatch bounds how many events the writer merges into one Store.Append;
+	// default 4096. A single Publish call larger than MaxBatch is written alone:
+	// calls are never split.
+	MaxBatch int
+	// QueueSize bounds how many Publish calls wait for the writer; default 1024.
+	// When the queue is full, Publish blocks until there is room or its context ends.
+	QueueSize int
+	// Logger receives a debug record for each duplicate dropped (topic and
+	// event_id, never the payload) and an error record for each failed write.
+	// Default: no logging.
+	Logger *slog.Logger
+	// Now stamps events published with a zero Timestamp; default time.Now.
+	Now func() time.Time
+}
+
+// Result tells what Publish did with a batch.
+type Result struct {
+	// Processed is the number of events stored by this call.
+	Processed int `json:"processed_count"`
+	// Duplicates is the number of events dropped because their key was
+	// already stored, or appeared earlier in the batch.
+	Duplicates int `json:"duplicate_dropped"`
+	// New holds, for each event given to Publish, whether it was stored now
+	// (true) or dropped as a duplicate (false).
+	New []bool `json:"-"`
+}
+
+// Aggregator deduplicates and stores batches of events through a [Store].
+//
+// Concurrent Publish calls are queued to a single writer goroutine, which
+// merges what is waiting into one Store.Append (group commit), so many small
+// batches share one transaction and one fsync.
+//
+// An Aggregator is safe for concurrent use. Close it when done; closing the
+// store stays with the caller, after Close.
+type Aggregator struct {
+	store    Store
+	maxBatch int
+	now      func() time.Time
+	log      *slog.Logger
+	started  time.Time
+
+	queue   chan *request
+	mu      sync.RWMutex // guards closed against senders.Add
+	closed  bool
+	closing chan struct{}  // closed when Close starts
+	senders sync.WaitGroup // Publish calls that may still send to queue
+	stopped chan struct{}  // closed when the writer has drained the queue
+	once    sync.Once
+}
+
+// request is one Publish call waiting for the writer.
+type request struct {
+	ctx    context.Context
+	events []Event
+	reply  chan reply // buffered; receives exactly one reply
+}
+
+type reply struct {
+	res Result
+	err error
+}
+
+// New returns an Aggregator writing to store and starts its writer goroutine.
+// opts may be nil.
+func New(store Store, opts *Options) (*Aggregator, error) {
+	if store == nil {
+		return nil, fmt.Errorf("eventagg: New needs a Store")
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 4096
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = 1024
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Aggregator{
+		store:    store,
+		maxBatch: o.MaxBatch,
+		now:      o.Now,
+		log:      o.Logger,
+		started:  o.Now(),
+		queue:    make(chan *request, o.QueueSize),
+		closing:  make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	go a.write()
+	return a, nil
+}
+
+// Publish validates events, then stores those whose (Topic, EventID) is not
+// stored yet and drops the others as duplicates. Events with a zero Timestamp
+// are stamped with the current time; the caller's slice is not modified.
+//
+// The batch is validated whole before anything is written: if an event is
+// invalid, Publish returns a [*ValidationError] and nothing of the batch is
+// stored or counted. A nil error means the batch is durable: the transaction
+// holding it has committed.
+//
+// Errors:
+//   - [*ValidationError] (matching [ErrInvalidEvent]) for an invalid event;
+//   - [ErrClosed] after Close;
+//   - [ErrQueueFull], wrapping ctx's error, if ctx ends while Publish waits
+//     for room in the queue: nothing was stored;
+//   - [ErrStore], wrapping the store's error, if the write failed: nothing
+//     was stored or counted;
+//   - ctx's error if ctx ends while the batch is being written: it may or may
+//     not have been stored. Resending is safe: it is deduplicated.
+func (a *Aggregator) Publish(ctx context.Context, events ...Event) (Result, error) {
+	if err := ValidateBatch(events); err != nil {
+		return Result{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	a.mu.RLock()
+	if a.closed {
+		a.mu.RUnlock()
+		return Result{}, ErrClosed
+	}
+	a.senders.Add(1)
+	a.mu.RUnlock()
+	if len(events) == 0 {
+		a.senders.Done()
+		return Result{New: []bool{}}, nil
+	}
+
+	req := &request{ctx: ctx, events: slices.Clone(events), reply: make(chan reply, 1)}
+	var now time.Time
+	for i := range req.events {
+		if req.events[i].Timestamp.IsZero() {
+			if now.IsZero() {
+				now = a.now().UTC()
+			}
+			req.events[i].Timestamp = now
+		}
+	}
+	select {
+	case a.queue <- req:
+		a.senders.Done()
+	case <-a.closing:
+		a.senders.Done()
+		return Result{}, ErrClosed
+	case <-ctx.Done():
+		a.senders.Done()
+		return Result{}, fmt.Errorf("%w: %w", ErrQueueFull, ctx.Err())
+	}
+	select {
+	case r := <-req.reply:
+		return r.res, r.err
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+// write is the writer goroutine: it merges queued requests into batches of at
+// most maxBatch events (one request may exceed it alone) until the queue is
+// closed and drained.
+func (a *Aggregator) write() {
+	defer close(a.stopped)
+	var (
+		reqs  []*request
+		batch []Event
+		next  *request // taken from the queue but left for the next batch
+	)
+	for {
+		if next == nil {
+			var ok bool
+			if next, ok = <-a.queue; !ok {
+				return
+			}
+		}
+		reqs = append(reqs[:0], next)
+		n := len(next.events)
+		next = nil
+	gather:
+		for n < a.maxBatch {
+			select {
+			case r, ok := <-a.queue:
+				if !ok {
+					break gather
+				}
+				if n+len(r.events) > a.maxBatch {
+					next = r
+					break gather
+				}
+				reqs, n = append(reqs, r), n+len(r.events)
+			default:
+				break gather
+			}
+		}
+		batch = a.commit(reqs, batch[:0])
+		clear(reqs) // let the requests be collected
+	}
+}
+
+// commit writes the events of reqs in one Store.Append and replies to each
+// request. It returns batch, the reusable buffer.
+func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
+	live := reqs[:0]
+	for _, r := range reqs {
+		if err := r.ctx.Err(); err != nil {
+			r.reply <- reply{err: err} // the caller has gone; write nothing for it
+			continue
+		}
+		live = append(live, r)
+		batch = append(batch, r.events...)
+	}
+	if len(batch) == 0 {
+		return batch
+	}
+	ctx := context.Background()
+	isNew, err := a.store.Append(ctx, batch)
+	if err == nil && len(isNew) != len(batch) {
+		err = fmt.Errorf("Append returned %d results for %d events", len(isNew), len(batch))
+	}
+	if err != nil {
+		a.log.LogAttrs(ctx, slog.LevelError, "eventagg: append failed",
+			slog.Int("events", len(batch)), slog.Int("calls", len(live)), slog.Any("error", err))
+		err = fmt.Errorf("%w: %w", ErrStore, err)
+		for _, r := range live {
+			r.reply <- reply{err: err}
+		}
+		clear(batch)
+		return batch
+	}
+	logDups := a.log.Enabled(ctx, slog.LevelDebug)
+	off := 0
+	for _, r := range live {
+		res := Result{New: isNew[off : off+len(r.events) : off+len(r.events)]}
+		for i, stored := range res.New {
+			if stored {
+				res.Processed++
+				continue
+			}
+			res.Duplicates++
+			if logDups {
+				a.log.LogAttrs(ctx, slog.LevelDebug, "eventagg: duplicate dropped",
+					slog.String("topic", r.events[i].Topic), slog.String("event_id", r.events[i].EventID))
+			}
+		}
+		off += len(r.events)
+		r.reply <- reply{res: res}
+	}
+	clear(batch) // drop references to payloads
+	return batch
+}
+
+// Events lists stored events matching q in acceptance order; see [Store.Events].
+// It reads from the store directly and works until the store is closed.
+func (a *Aggregator) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
+	return a.store.Events(ctx, q)
+}
+
+// Stats returns the store's counters with StartedAt set to when the
+// Aggregator was created.
+func (a *Aggregator) Stats(ctx context.Context) (Stats, error) {
+	s, err := a.store.Stats(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	s.StartedAt = a.started
+	return s, nil
+}
+
+// StartedAt returns when the Aggregator was created.
+func (a *Aggregator) StartedAt() time.Time { return a.started }
+
+// Ping reports whether the store can serve requests, using [Pinger] when the
+// store implements it and Stats otherwise.
+func (a *Aggregator) Ping(ctx context.Context) error {
+	if p, ok := a.store.(Pinger); ok {
+		return p.Ping(ctx)
+	}
+	_, err := a.store.Stats(ctx)
+	return err
+}
+
+// QueueLen returns how many Publish calls wait for the writer now.
+func (a *Aggregator) QueueLen() int { return len(a.queue) }
+
+// Close stops accepting Publish calls, waits until every call already queued
+// has been written and answered, and returns. It does not close the store.
+// Publish calls waiting for room in the queue return [ErrClosed].
+// Close is safe to call more than once and from several goroutines; every
+// call returns after the queue is drained.
+func (a *Aggregator) Close() error {
+	a.once.Do(func() {
+		a.mu.Lock()
+		a.closed = true
+		close(a.closing)
+		a.mu.Unlock()
+		a.senders.Wait()
+		close(a.queue)
+	})
+	<-a.stopped
+	return nil
+}

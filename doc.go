@@ -1,0 +1,66 @@
+// Package eventagg deduplicates and durably stores batches of events.
+//
+// Producers deliver at least once and may resend freely: eventagg stores each
+// distinct (topic, event_id) exactly once and counts every copy it drops.
+//
+//	store, err := eventagg.OpenSQLite("events.db", nil)
+//	if err != nil { ... }
+//	defer store.Close()
+//	agg, err := eventagg.New(store, nil)
+//	if err != nil { ... }
+//	defer agg.Close()
+//	res, err := agg.Publish(ctx, eventagg.Event{Topic: "orders", EventID: "o-1"})
+//	// res.Processed == 1; publishing the same event again gives res.Duplicates == 1.
+//
+// # Identity and deduplication
+//
+// An [Event] is identified by its [Key], the pair (Topic, EventID), compared
+// byte for byte. The same EventID on two topics names two events. The first
+// copy a store accepts is kept, with its timestamp, source and payload; later
+// copies are dropped as duplicates, whatever their other fields hold. Within
+// one batch, a later copy of a key is a duplicate of the earlier one.
+//
+// A batch is validated whole before anything is written (see [Event.Validate]):
+// one invalid event rejects the batch with a [*ValidationError] naming its
+// index and field, and nothing of the batch is stored or counted.
+//
+// # Durability
+//
+// [Aggregator.Publish] returns nil only after the transaction that holds the
+// batch has committed: an acknowledged event is stored. With [SQLiteStore] and
+// its default [SyncFull], the commit is on disk when Publish returns, and
+// survives a crash of the process or the machine. Events and counters change
+// in the same transaction, so they always agree.
+//
+// # Group commit
+//
+// An [Aggregator] queues concurrent Publish calls to one writer goroutine. The
+// writer merges whatever is waiting, up to [Options].MaxBatch events, into a
+// single [Store.Append], then hands each caller its own part of the result.
+// Many small batches thus share one transaction and one fsync. The queue is
+// bounded by [Options].QueueSize: when it is full, Publish blocks until there is
+// room or its context ends, and then returns [ErrQueueFull].
+//
+// # Stores
+//
+// A [Store] is a small interface with an atomic Append. This package provides:
+//   - [SQLiteStore], the embedded default: one SQLite file in WAL mode, on
+//     github.com/ncruces/go-sqlite3 (no cgo);
+//   - [MemoryStore], for tests and ephemeral use.
+//
+// Package storetest holds the conformance suite every store passes; run it
+// on your own Store too.
+//
+// # Stats
+//
+// Each store keeps three counters, overall and per topic (see [Stats]):
+// received, unique_processed and duplicate_dropped. At every moment, across
+// restarts and crashes, received = unique_processed + duplicate_dropped, and
+// unique_processed equals the number of stored events.
+//
+// # Listing
+//
+// Stored events are listed in acceptance order by [Aggregator.Events], each
+// with a sequence number (Seq) that only grows. Pass the last Seq seen as
+// [Query].After to read the next page.
+package eventagg

@@ -1,0 +1,138 @@
+package eventagg
+
+import (
+	"bytes"
+	"context"
+	"iter"
+	"maps"
+	"sync"
+)
+
+// MemoryStore is a [Store] that keeps everything in memory and nothing on disk.
+// It suits tests and ephemeral use; its contents are lost when the process ends.
+// It is safe for concurrent use. The zero value is not usable: call [NewMemoryStore].
+type MemoryStore struct {
+	mu     sync.RWMutex
+	events []Event // in acceptance order; events[i].Seq == i+1
+	keys   map[Key]struct{}
+	topics map[string]Counts
+	closed bool
+}
+
+// NewMemoryStore returns an empty MemoryStore.
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{keys: make(map[Key]struct{}), topics: make(map[string]Counts)}
+}
+
+// Append implements [Store.Append]. It copies each stored payload, so the
+// caller may reuse its buffers.
+func (m *MemoryStore) Append(ctx context.Context, events []Event) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	isNew := make([]bool, len(events))
+	for i := range events {
+		k := events[i].Key()
+		if _, dup := m.keys[k]; dup {
+			continue
+		}
+		m.keys[k] = struct{}{}
+		isNew[i] = true
+		e := events[i]
+		e.Timestamp = e.Timestamp.UTC()
+		e.Payload = bytes.Clone(e.Payload)
+		e.Seq = int64(len(m.events) + 1)
+		m.events = append(m.events, e)
+	}
+	for topic, c := range CountByTopic(events, isNew) {
+		t := m.topics[topic]
+		t.Add(c)
+		m.topics[topic] = t
+	}
+	return isNew, nil
+}
+
+// memPage is how many events a listing copies under the lock at a time.
+const memPage = 256
+
+// Events implements [Store.Events]. It copies events in small pages, so a
+// slow consumer does not hold the store's lock.
+func (m *MemoryStore) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		after, left := max(q.After, 0), q.Limit
+		page := make([]Event, 0, memPage)
+		for {
+			if err := ctx.Err(); err != nil {
+				yield(Event{}, err)
+				return
+			}
+			n := memPage
+			if q.Limit > 0 {
+				n = min(n, left)
+			}
+			var err error
+			page, err = m.page(page[:0], q.Topic, after, n)
+			if err != nil {
+				yield(Event{}, err)
+				return
+			}
+			for _, e := range page {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if len(page) < n || n == 0 {
+				return
+			}
+			after = page[len(page)-1].Seq
+			left -= len(page)
+		}
+	}
+}
+
+// page appends to dst up to n copies of events of topic (any if "") with a Seq above after.
+func (m *MemoryStore) page(dst []Event, topic string, after int64, n int) ([]Event, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return dst, ErrClosed
+	}
+	// Seq is index+1, so the events after `after` start at index `after`.
+	for _, e := range m.events[min(after, int64(len(m.events))):] {
+		if len(dst) == n {
+			break
+		}
+		if topic == "" || e.Topic == topic {
+			e.Payload = bytes.Clone(e.Payload)
+			dst = append(dst, e)
+		}
+	}
+	return dst, nil
+}
+
+// Stats implements [Store.Stats].
+func (m *MemoryStore) Stats(ctx context.Context) (Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return Stats{}, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return Stats{}, ErrClosed
+	}
+	return statsFromTopics(maps.Clone(m.topics)), nil
+}
+
+// Close implements [Store.Close]. It discards the events.
+func (m *MemoryStore) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.events, m.keys, m.topics = nil, nil, nil
+	return nil
+}

@@ -1,0 +1,619 @@
+package eventagg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ncruces/go-sqlite3"
+)
+
+// Sync is how hard SQLite works to make a commit durable.
+// See https://sqlite.org/pragma.html#pragma_synchronous.
+type Sync int
+
+const (
+	// SyncFull, the default, fsyncs the write-ahead log at every commit:
+	// an acknowledged event survives a crash of the process or of the machine.
+	SyncFull Sync = iota
+	// SyncNormal fsyncs only at checkpoints: an acknowledged event survives a
+	// crash of the process, but the last commits may be lost if the machine
+	// loses power. The database stays consistent either way.
+	SyncNormal
+	// SyncOff never fsyncs. A crash of the machine may corrupt the database.
+	// Use it only for data you can rebuild.
+	SyncOff
+)
+
+func (s Sync) pragma() (string, error) {
+	switch s {
+	case SyncFull:
+		return "FULL", nil
+	case SyncNormal:
+		return "NORMAL", nil
+	case SyncOff:
+		return "OFF", nil
+	}
+	return "", fmt.Errorf("eventagg: unknown Sync value %d", int(s))
+}
+
+// SQLiteOptions configures [OpenSQLite]. The zero value is the default.
+type SQLiteOptions struct {
+	// Sync sets PRAGMA synchronous on the writing connection; default SyncFull.
+	Sync Sync
+	// BusyTimeout is how long a statement waits for a lock held by another
+	// connection or process; default 5s.
+	BusyTimeout time.Duration
+	// MaxReaders bounds the connections that serve Events and Stats; default 4.
+	MaxReaders int
+}
+
+// Schema identification, kept in the database header.
+const (
+	sqliteApplicationID = 0x45564147 // "EVAG"
+	sqliteSchemaVersion = 1
+)
+
+// sqliteMigrations[v] moves a database from schema version v to v+1.
+// Versions are recorded in PRAGMA user_version; add new steps at the end.
+var sqliteMigrations = []string{
+	0: `
+CREATE TABLE topics (
+	id                INTEGER PRIMARY KEY,
+	name              TEXT NOT NULL UNIQUE,
+	received          INTEGER NOT NULL DEFAULT 0,
+	unique_processed  INTEGER NOT NULL DEFAULT 0,
+	duplicate_dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE events (
+	seq      INTEGER PRIMARY KEY,
+	topic_id INTEGER NOT NULL REFERENCES topics (id),
+	event_id TEXT NOT NULL,
+	ts       INTEGER NOT NULL,
+	source   TEXT NOT NULL DEFAULT '',
+	payload  BLOB,
+	UNIQUE (topic_id, event_id)
+);
+CREATE INDEX events_topic_seq ON events (topic_id, seq);
+`,
+}
+
+// SQLiteStore is the embedded [Store]: one SQLite database file in WAL mode,
+// written through a single connection and read through a small pool.
+//
+// Events and counters change in one transaction, so they agree after any crash.
+// Several processes may open the same file: SQLite's locks serialise their
+// writes, and deduplication and counters stay exact.
+//
+// SQLiteStore does not register a database/sql driver, so it coexists with any
+// other SQLite driver in the same program.
+type SQLiteStore struct {
+	path string
+	opts SQLiteOptions
+
+	mu       sync.Mutex // guards the writer
+	w        *sqlite3.Conn
+	insEvent *sqlite3.Stmt
+	getTopic *sqlite3.Stmt
+	addTopic *sqlite3.Stmt
+	addCount *sqlite3.Stmt
+	topicIDs map[string]int64 // committed topics; ids never change
+
+	slots chan struct{}      // one per reader that may be open
+	idle  chan *sqliteReader // open readers not in use
+	done  chan struct{}      // closed by Close
+	once  sync.Once
+}
+
+// OpenSQLite opens the database at path, creating the file and the schema if
+// needed. opts may be nil.
+//
+// It fails if the file is not an eventagg database, or was written by a newer
+// version of eventagg than this one.
+func OpenSQLite(path string, opts *SQLiteOptions) (*SQLiteStore, error) {
+	if path == "" || path == ":memory:" {
+		return nil, errors.New("eventagg: OpenSQLite needs a file path (use NewMemoryStore for memory)")
+	}
+	s := &SQLiteStore{path: path, done: make(chan struct{})}
+	if opts != nil {
+		s.opts = *opts
+	}
+	if s.opts.BusyTimeout <= 0 {
+		s.opts.BusyTimeout = 5 * time.Second
+	}
+	if s.opts.MaxReaders <= 0 {
+		s.opts.MaxReaders = 4
+	}
+	syncMode, err := s.opts.Sync.pragma()
+	if err != nil {
+		return nil, err
+	}
+	s.slots = make(chan struct{}, s.opts.MaxReaders)
+	s.idle = make(chan *sqliteReader, s.opts.MaxReaders)
+
+	if err := s.openWriter(syncMode); err != nil {
+		closeConn(s.w)
+		return nil, fmt.Errorf("eventagg: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *SQLiteStore) openWriter(syncMode string) (err error) {
+	if s.w, err = s.openConn(); err != nil {
+		return err
+	}
+	if err = s.w.Exec(`PRAGMA journal_mode=WAL`); err != nil {
+		return err
+	}
+	if mode, err := pragmaText(s.w, "journal_mode"); err != nil {
+		return err
+	} else if mode != "wal" {
+		return fmt.Errorf("cannot use WAL mode (journal_mode is %q)", mode)
+	}
+	if err = s.w.Exec(`PRAGMA synchronous=` + syncMode); err != nil {
+		return err
+	}
+	if err = s.migrate(); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		stmt **sqlite3.Stmt
+		sql  string
+	}{
+		{&s.insEvent, `INSERT INTO events (topic_id, event_id, ts, source, payload) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT DO NOTHING`},
+		{&s.getTopic, `SELECT id FROM topics WHERE name = ?`},
+		{&s.addTopic, `INSERT INTO topics (name) VALUES (?)`},
+		{&s.addCount, `UPDATE topics SET received = received + ?2, unique_processed = unique_processed + ?3,
+			duplicate_dropped = duplicate_dropped + ?4 WHERE id = ?1`},
+	} {
+		if *p.stmt, _, err = s.w.Prepare(p.sql); err != nil {
+			return err
+		}
+	}
+	s.topicIDs = make(map[string]int64)
+	return nil
+}
+
+func (s *SQLiteStore) openConn() (*sqlite3.Conn, error) {
+	c, err := sqlite3.OpenFlags(s.path, sqlite3.OPEN_READWRITE|sqlite3.OPEN_CREATE)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.BusyTimeout(s.opts.BusyTimeout); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// migrate creates or upgrades the schema in one transaction.
+func (s *SQLiteStore) migrate() (err error) {
+	tx, err := s.w.BeginImmediate()
+	if err != nil {
+		return err
+	}
+	if err = s.migrateTx(); err == nil {
+		return tx.Commit()
+	}
+	return errors.Join(err, tx.Rollback())
+}
+
+func (s *SQLiteStore) migrateTx() error {
+	appID, err := pragmaInt(s.w, "application_id")
+	if err != nil {
+		return err
+	}
+	version, err := pragmaInt(s.w, "user_version")
+	if err != nil {
+		return err
+	}
+	switch {
+	case appID == 0 && version == 0:
+		var objects int64
+		stmt, _, err := s.w.Prepare(`SELECT count(*) FROM sqlite_schema`)
+		if err != nil {
+			return err
+		}
+		if stmt.Step() {
+			objects = stmt.ColumnInt64(0)
+		}
+		if err := errors.Join(stmt.Err(), stmt.Close()); err != nil {
+			return err
+		}
+		if objects > 0 {
+			return errors.New("not an eventagg database (it holds other tables)")
+		}
+	case appID != sqliteApplicationID:
+		return fmt.Errorf("not an eventagg database (application_id %#x)", appID)
+	case version > sqliteSchemaVersion:
+		return fmt.Errorf("database schema version %d is newer than this eventagg supports (%d): upgrade eventagg",
+			version, sqliteSchemaVersion)
+	}
+	for v := version; v < sqliteSchemaVersion; v++ {
+		if err := s.w.Exec(sqliteMigrations[v]); err != nil {
+			return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
+		}
+	}
+	if version < sqliteSchemaVersion {
+		return s.w.Exec(fmt.Sprintf(`PRAGMA application_id=%d; PRAGMA user_version=%d`,
+			sqliteApplicationID, sqliteSchemaVersion))
+	}
+	return nil
+}
+
+// Path returns the database file path given to OpenSQLite.
+func (s *SQLiteStore) Path() string { return s.path }
+
+// Append implements [Store.Append] in one IMMEDIATE transaction.
+// With SyncFull, it returns after the commit reached the disk.
+func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w == nil {
+		return nil, ErrClosed
+	}
+	if !s.w.GetAutocommit() {
+		// A failed rollback left a transaction open; end it before going on.
+		if err := s.w.Exec(`ROLLBACK`); err != nil {
+			return nil, err
+		}
+	}
+	s.w.SetInterrupt(ctx)
+	defer s.w.SetInterrupt(context.Background())
+
+	tx, err := s.w.BeginImmediate()
+	if err != nil {
+		return nil, err
+	}
+	var created map[string]int64 // topics inserted by this transaction
+	isNew, created, err = s.appendTx(events)
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
+		if rerr := tx.Rollback(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
+		if ctx.Err() != nil && errors.Is(err, sqlite3.INTERRUPT) {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return nil, err
+	}
+	for name, id := range created {
+		s.topicIDs[name] = id
+	}
+	return isNew, nil
+}
+
+// appendTx does the work of Append inside its transaction.
+func (s *SQLiteStore) appendTx(events []Event) (isNew []bool, created map[string]int64, err error) {
+	isNew = make([]bool, len(events))
+	ids := make(map[string]int64, 1) // topic ids of this batch
+	for i := range events {
+		e := &events[i]
+		id, ok := ids[e.Topic]
+		if !ok {
+			if id, err = s.topicID(e.Topic, &created); err != nil {
+				return nil, nil, err
+			}
+			ids[e.Topic] = id
+		}
+		ins := s.insEvent
+		if err := errors.Join(
+			ins.BindInt64(1, id),
+			ins.BindText(2, e.EventID),
+			ins.BindInt64(3, e.Timestamp.UnixNano()),
+			ins.BindText(4, e.Source),
+			bindPayload(ins, 5, e.Payload),
+		); err != nil {
+			return nil, nil, err
+		}
+		if err := ins.Exec(); err != nil {
+			return nil, nil, err
+		}
+		isNew[i] = s.w.Changes() > 0
+	}
+	for topic, c := range CountByTopic(events, isNew) {
+		upd := s.addCount
+		if err := errors.Join(
+			upd.BindInt64(1, ids[topic]),
+			upd.BindInt64(2, c.Received),
+			upd.BindInt64(3, c.UniqueProcessed),
+			upd.BindInt64(4, c.DuplicateDropped),
+		); err != nil {
+			return nil, nil, err
+		}
+		if err := upd.Exec(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return isNew, created, nil
+}
+
+// topicID returns the id of a topic, inserting its row if needed and
+// recording the insert in *created.
+func (s *SQLiteStore) topicID(name string, created *map[string]int64) (int64, error) {
+	if id, ok := s.topicIDs[name]; ok {
+		return id, nil
+	}
+	if err := s.getTopic.BindText(1, name); err != nil {
+		return 0, err
+	}
+	if s.getTopic.Step() {
+		id := s.getTopic.ColumnInt64(0)
+		return id, s.getTopic.Reset()
+	}
+	if err := s.getTopic.Reset(); err != nil {
+		return 0, err
+	}
+	if err := s.addTopic.BindText(1, name); err != nil {
+		return 0, err
+	}
+	if err := s.addTopic.Exec(); err != nil {
+		return 0, err
+	}
+	id := s.w.LastInsertRowID()
+	if *created == nil {
+		*created = make(map[string]int64)
+	}
+	(*created)[name] = id
+	return id, nil
+}
+
+func bindPayload(stmt *sqlite3.Stmt, param int, p []byte) error {
+	if len(p) == 0 {
+		return stmt.BindNull(param)
+	}
+	return stmt.BindBlob(param, p)
+}
+
+// sqlitePage is how many events a listing reads per query. Between pages the
+// listing holds no connection and no read transaction, so a slow consumer
+// neither blocks other readers nor keeps the write-ahead log from checkpointing.
+const sqlitePage = 512
+
+// Events implements [Store.Events]. It reads in pages of a few hundred events,
+// so memory stays flat however many are listed.
+func (s *SQLiteStore) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		after, left := max(q.After, 0), q.Limit
+		page := make([]Event, 0, sqlitePage)
+		for {
+			n := sqlitePage
+			if q.Limit > 0 {
+				n = min(n, left)
+			}
+			var err error
+			page, err = s.page(ctx, page[:0], q.Topic, after, n)
+			if err != nil {
+				yield(Event{}, err)
+				return
+			}
+			for _, e := range page {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if len(page) < n || n == 0 {
+				return
+			}
+			after = page[len(page)-1].Seq
+			left -= len(page)
+		}
+	}
+}
+
+func (s *SQLiteStore) page(ctx context.Context, dst []Event, topic string, after int64, n int) ([]Event, error) {
+	r, err := s.acquire(ctx)
+	if err != nil {
+		return dst, err
+	}
+	defer s.release(r)
+	stmt := r.list
+	if topic != "" {
+		stmt = r.listTopic
+		if err := stmt.BindText(3, topic); err != nil {
+			return dst, err
+		}
+	}
+	if err := errors.Join(stmt.BindInt64(1, after), stmt.BindInt64(2, int64(n))); err != nil {
+		return dst, err
+	}
+	for stmt.Step() {
+		e := Event{
+			Seq:       stmt.ColumnInt64(0),
+			Topic:     stmt.ColumnText(1),
+			EventID:   stmt.ColumnText(2),
+			Timestamp: time.Unix(0, stmt.ColumnInt64(3)).UTC(),
+			Source:    stmt.ColumnText(4),
+			Payload:   stmt.ColumnBlob(5, nil),
+		}
+		dst = append(dst, e)
+	}
+	return dst, r.done(ctx, stmt.Reset())
+}
+
+// Stats implements [Store.Stats]; the counters come from one read transaction.
+func (s *SQLiteStore) Stats(ctx context.Context) (Stats, error) {
+	r, err := s.acquire(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer s.release(r)
+	topics := make(map[string]Counts)
+	stmt := r.stats
+	for stmt.Step() {
+		topics[stmt.ColumnText(0)] = Counts{
+			Received:         stmt.ColumnInt64(1),
+			UniqueProcessed:  stmt.ColumnInt64(2),
+			DuplicateDropped: stmt.ColumnInt64(3),
+		}
+	}
+	if err := r.done(ctx, stmt.Reset()); err != nil {
+		return Stats{}, err
+	}
+	return statsFromTopics(topics), nil
+}
+
+// Ping implements [Pinger]: it reads a page of the database.
+func (s *SQLiteStore) Ping(ctx context.Context) error {
+	r, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.release(r)
+	stmt := r.ping
+	for stmt.Step() {
+	}
+	return r.done(ctx, stmt.Reset())
+}
+
+// Close waits for the write and the reads under way, then closes every
+// connection. Calls after the first return nil.
+func (s *SQLiteStore) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.done)
+		s.mu.Lock()
+		err = closeConn(s.w)
+		s.w = nil
+		s.mu.Unlock()
+		for range cap(s.slots) { // wait for readers in use
+			s.slots <- struct{}{}
+		}
+		for len(s.idle) > 0 {
+			err = errors.Join(err, closeConn((<-s.idle).conn))
+		}
+	})
+	return err
+}
+
+// sqliteReader is a read-only connection of the pool with its statements.
+type sqliteReader struct {
+	conn                         *sqlite3.Conn
+	list, listTopic, stats, ping *sqlite3.Stmt
+}
+
+func (s *SQLiteStore) acquire(ctx context.Context) (*sqliteReader, error) {
+	select {
+	case <-s.done:
+		return nil, ErrClosed
+	default:
+	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var r *sqliteReader
+	select {
+	case r = <-s.idle:
+	default:
+		var err error
+		if r, err = s.openReader(); err != nil {
+			<-s.slots
+			return nil, err
+		}
+	}
+	r.conn.SetInterrupt(ctx)
+	return r, nil
+}
+
+func (s *SQLiteStore) release(r *sqliteReader) {
+	r.conn.SetInterrupt(context.Background())
+	select {
+	case <-s.done:
+		closeConn(r.conn)
+	default:
+		s.idle <- r // never blocks: at most cap(slots) readers exist
+	}
+	<-s.slots
+}
+
+func (s *SQLiteStore) openReader() (_ *sqliteReader, err error) {
+	c, err := s.openConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &sqliteReader{conn: c}
+	defer func() {
+		if err != nil {
+			closeConn(c)
+		}
+	}()
+	if err := c.Exec(`PRAGMA query_only=1`); err != nil {
+		return nil, err
+	}
+	const cols = `SELECT e.seq, t.name, e.event_id, e.ts, e.source, e.payload `
+	for _, p := range []struct {
+		stmt **sqlite3.Stmt
+		sql  string
+	}{
+		{&r.list, cols + `FROM events e JOIN topics t ON t.id = e.topic_id
+			WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2`},
+		{&r.listTopic, cols + `FROM topics t JOIN events e ON e.topic_id = t.id
+			WHERE t.name = ?3 AND e.seq > ?1 ORDER BY e.seq LIMIT ?2`},
+		{&r.stats, `SELECT name, received, unique_processed, duplicate_dropped FROM topics`},
+		{&r.ping, `SELECT 1 FROM topics LIMIT 1`},
+	} {
+		if *p.stmt, _, err = c.Prepare(p.sql); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// done turns an interrupted read into the context's error.
+func (r *sqliteReader) done(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && errors.Is(err, sqlite3.INTERRUPT) {
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return err
+}
+
+func pragmaInt(c *sqlite3.Conn, name string) (int64, error) {
+	stmt, _, err := c.Prepare(`PRAGMA ` + name)
+	if err != nil {
+		return 0, err
+	}
+	var v int64
+	if stmt.Step() {
+		v = stmt.ColumnInt64(0)
+	}
+	return v, errors.Join(stmt.Err(), stmt.Close())
+}
+
+func pragmaText(c *sqlite3.Conn, name string) (string, error) {
+	stmt, _, err := c.Prepare(`PRAGMA ` + name)
+	if err != nil {
+		return "", err
+	}
+	var v string
+	if stmt.Step() {
+		v = stmt.ColumnText(0)
+	}
+	return v, errors.Join(stmt.Err(), stmt.Close())
+}
+
+// closeConn finalises the statements of c, then closes it.
+// It is safe to close a nil Conn.
+func closeConn(c *sqlite3.Conn) error {
+	if c == nil {
+		return nil
+	}
+	var err error
+	for _, stmt := range slices.Collect(c.Stmts()) {
+		err = errors.Join(err, stmt.Close())
+	}
+	return errors.Join(err, c.Close())
+}

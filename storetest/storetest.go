@@ -1,0 +1,643 @@
+// Package storetest checks that an [eventagg.Store] keeps the contract of the
+// interface: exact deduplication, atomic appends, counters that agree with
+// the events, listing in acceptance order.
+//
+// A store's test runs the whole suite in one call:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, storetest.Harness{
+//			Open: func(t testing.TB) eventagg.Store { return mystore.Open(t.TempDir()) },
+//		})
+//	}
+//
+// Run it under the race detector (go test -race): several subtests append
+// from many goroutines at once.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eventagg/eventagg"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// Harness opens the stores under test.
+type Harness struct {
+	// Open returns a new, empty store. Required. The suite closes it.
+	Open func(t testing.TB) eventagg.Store
+	// Reopen closes s and returns a store over the same data, as a restarted
+	// process would open it. Optional: when nil, SurvivesReopen is skipped.
+	Reopen func(t testing.TB, s eventagg.Store) eventagg.Store
+}
+
+// Run runs the conformance suite against the stores h opens, one per subtest.
+// Subtests run in parallel.
+func Run(t *testing.T, h Harness) {
+	t.Helper()
+	if h.Open == nil {
+		t.Fatal("storetest: Harness.Open is nil")
+	}
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Harness)
+	}{
+		{"NewEvents", testNewEvents},
+		{"EmptyStats", testEmptyStats},
+		{"DuplicateAcrossCalls", testDuplicateAcrossCalls},
+		{"DuplicateWithinCall", testDuplicateWithinCall},
+		{"FirstCopyWins", testFirstCopyWins},
+		{"SameIDOtherTopic", testSameIDOtherTopic},
+		{"KeysAreByteExact", testKeysAreByteExact},
+		{"RoundTripByteExact", testRoundTrip},
+		{"EmptyAppend", testEmptyAppend},
+		{"AtomicOnCancelledContext", testAtomicOnCancelledContext},
+		{"AtomicOnClosedStore", testAtomicOnClosedStore},
+		{"CloseIsIdempotent", testCloseIsIdempotent},
+		{"ListingOrder", testListingOrder},
+		{"TopicFilter", testTopicFilter},
+		{"CursorPagination", testCursorPagination},
+		{"ListingSpansManyPages", testListingSpansManyPages},
+		{"EarlyBreak", testEarlyBreak},
+		{"ListingIsReRunnable", testListingIsReRunnable},
+		{"ListingCancelled", testListingCancelled},
+		{"ConcurrentOverlap", testConcurrentOverlap},
+		{"CountersInvariant", testCountersInvariant},
+		{"SurvivesReopen", testSurvivesReopen},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, h)
+		})
+	}
+}
+
+// base is the timestamp of generated events: not UTC, with nanoseconds.
+var base = time.Date(2026, 11, 25, 12, 0, 0, 123456789, time.FixedZone("UTC+1", 3600))
+
+// ev returns a valid event with a distinct timestamp derived from id.
+func ev(topic, id string) eventagg.Event {
+	n, _ := strconv.Atoi(id)
+	return eventagg.Event{
+		Topic:     topic,
+		EventID:   id,
+		Timestamp: base.Add(time.Duration(n) * time.Millisecond),
+		Source:    "storetest",
+		Payload:   json.RawMessage(`{"id":"` + id + `"}`),
+	}
+}
+
+// evs returns events ids[i] on topic.
+func evs(topic string, ids ...string) []eventagg.Event {
+	out := make([]eventagg.Event, len(ids))
+	for i, id := range ids {
+		out[i] = ev(topic, id)
+	}
+	return out
+}
+
+// numbered returns n events on topic with ids from, from+1, ...
+func numbered(topic string, from, n int) []eventagg.Event {
+	out := make([]eventagg.Event, n)
+	for i := range out {
+		out[i] = ev(topic, strconv.Itoa(from+i))
+	}
+	return out
+}
+
+func open(t *testing.T, h Harness) eventagg.Store {
+	t.Helper()
+	s := h.Open(t)
+	if s == nil {
+		t.Fatal("Harness.Open returned nil")
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func appendOK(t *testing.T, s eventagg.Store, events []eventagg.Event) []bool {
+	t.Helper()
+	isNew, err := s.Append(t.Context(), events)
+	if err != nil {
+		t.Fatalf("Append(%d events) error: %v", len(events), err)
+	}
+	if len(isNew) != len(events) {
+		t.Fatalf("Append(%d events) returned %d results", len(events), len(isNew))
+	}
+	return isNew
+}
+
+func list(t *testing.T, s eventagg.Store, q eventagg.Query) []eventagg.Event {
+	t.Helper()
+	var out []eventagg.Event
+	for e, err := range s.Events(t.Context(), q) {
+		if err != nil {
+			t.Fatalf("Events(%+v) error: %v", q, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func stats(t *testing.T, s eventagg.Store) eventagg.Stats {
+	t.Helper()
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatalf("Stats() error: %v", err)
+	}
+	return st
+}
+
+// eventOpts compares events ignoring Seq, which stores assign.
+var eventOpts = cmp.Options{
+	cmpopts.IgnoreFields(eventagg.Event{}, "Seq"),
+	cmpopts.EquateEmpty(),
+	cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) }),
+}
+
+func diffEvents(t *testing.T, what string, want, got []eventagg.Event) {
+	t.Helper()
+	if diff := cmp.Diff(want, got, eventOpts); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", what, diff)
+	}
+}
+
+func diffNew(t *testing.T, what string, want, got []bool) {
+	t.Helper()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s new/duplicate mismatch (-want +got):\n%s", what, diff)
+	}
+}
+
+func diffStats(t *testing.T, want map[string]eventagg.Counts, got eventagg.Stats) {
+	t.Helper()
+	wantStats := eventagg.Stats{Topics: want}
+	for _, c := range want {
+		wantStats.Add(c)
+	}
+	if diff := cmp.Diff(wantStats, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("Stats() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func counts(received, unique, dups int64) eventagg.Counts {
+	return eventagg.Counts{Received: received, UniqueProcessed: unique, DuplicateDropped: dups}
+}
+
+func testNewEvents(t *testing.T, h Harness) {
+	s := open(t, h)
+	in := evs("orders", "1", "2", "3")
+	diffNew(t, "Append", []bool{true, true, true}, appendOK(t, s, in))
+	diffEvents(t, "Events", in, list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{"orders": counts(3, 3, 0)}, stats(t, s))
+}
+
+func testEmptyStats(t *testing.T, h Harness) {
+	s := open(t, h)
+	st := stats(t, s)
+	if st.Topics == nil {
+		t.Error("Stats().Topics is nil on an empty store; want an empty map")
+	}
+	diffStats(t, nil, st)
+	if got := list(t, s, eventagg.Query{}); len(got) != 0 {
+		t.Errorf("Events() on an empty store = %d events, want 0", len(got))
+	}
+}
+
+func testDuplicateAcrossCalls(t *testing.T, h Harness) {
+	s := open(t, h)
+	appendOK(t, s, evs("orders", "1", "2"))
+	diffNew(t, "second Append", []bool{false, true, false}, appendOK(t, s, evs("orders", "2", "3", "1")))
+	diffNew(t, "resend", []bool{false, false, false}, appendOK(t, s, evs("orders", "1", "2", "3")))
+	diffEvents(t, "Events", evs("orders", "1", "2", "3"), list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{"orders": counts(8, 3, 5)}, stats(t, s))
+}
+
+func testDuplicateWithinCall(t *testing.T, h Harness) {
+	s := open(t, h)
+	diffNew(t, "Append", []bool{true, true, false, false, true},
+		appendOK(t, s, evs("orders", "1", "2", "1", "1", "3")))
+	diffEvents(t, "Events", evs("orders", "1", "2", "3"), list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{"orders": counts(5, 3, 2)}, stats(t, s))
+}
+
+func testFirstCopyWins(t *testing.T, h Harness) {
+	s := open(t, h)
+	first := ev("orders", "1")
+	later := first
+	later.Payload = json.RawMessage(`{"changed":true}`)
+	later.Source = "other"
+	later.Timestamp = base.Add(time.Hour)
+	diffNew(t, "Append", []bool{true, false}, appendOK(t, s, []eventagg.Event{first, later}))
+	diffNew(t, "resend", []bool{false}, appendOK(t, s, []eventagg.Event{later}))
+	diffEvents(t, "Events", []eventagg.Event{first}, list(t, s, eventagg.Query{}))
+}
+
+func testSameIDOtherTopic(t *testing.T, h Harness) {
+	s := open(t, h)
+	in := []eventagg.Event{ev("orders", "1"), ev("payments", "1"), ev("orders", "1")}
+	diffNew(t, "Append", []bool{true, true, false}, appendOK(t, s, in))
+	diffEvents(t, "Events", in[:2], list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{
+		"orders":   counts(2, 1, 1),
+		"payments": counts(1, 1, 0),
+	}, stats(t, s))
+}
+
+func testKeysAreByteExact(t *testing.T, h Harness) {
+	s := open(t, h)
+	// Case, trailing space, Unicode normalisation forms and SQL-looking text
+	// are all distinct keys.
+	ids := []string{"a", "A", "a ", "\u00e9", "e\u0301", "'; DROP TABLE events; --", `"quoted"`, "100%_"}
+	in := evs("t", ids...)
+	in = append(in, ev("T", "a"), ev("t ", "a"))
+	want := make([]bool, len(in))
+	for i := range want {
+		want[i] = true
+	}
+	diffNew(t, "Append", want, appendOK(t, s, in))
+	diffEvents(t, "Events", in, list(t, s, eventagg.Query{}))
+	diffEvents(t, "Events(topic=t)", in[:len(ids)], list(t, s, eventagg.Query{Topic: "t"}))
+}
+
+func testRoundTrip(t *testing.T, h Harness) {
+	s := open(t, h)
+	in := []eventagg.Event{
+		{Topic: "t", EventID: "spaces", Timestamp: base, Payload: json.RawMessage(" {\n \"b\" : [1, 2.50, 1e400] ,\"a\":null }\t")},
+		{Topic: "t", EventID: "escapes", Timestamp: time.Unix(0, 1).In(time.FixedZone("", -7*3600)), Payload: json.RawMessage(`"\u00e9\ud83d\ude00 é 😀 \" \\"`)},
+		{Topic: "t", EventID: "scalar", Timestamp: time.Date(1700, 1, 1, 0, 0, 0, 999999999, time.UTC), Payload: json.RawMessage(`12345678901234567890123`)},
+		{Topic: "t", EventID: "null", Timestamp: time.Date(2262, 1, 1, 0, 0, 0, 1, time.UTC), Payload: json.RawMessage(`null`)},
+		{Topic: "t", EventID: "none", Timestamp: base, Source: "svc-1"},
+		{Topic: "t", EventID: "empty-string", Timestamp: base, Payload: json.RawMessage(`""`)},
+	}
+	appendOK(t, s, in)
+	got := list(t, s, eventagg.Query{})
+	if len(got) != len(in) {
+		t.Fatalf("Events() returned %d events, want %d", len(got), len(in))
+	}
+	for i, e := range got {
+		w := in[i]
+		if e.Topic != w.Topic || e.EventID != w.EventID || e.Source != w.Source {
+			t.Errorf("event %d = %q/%q/%q, want %q/%q/%q", i, e.Topic, e.EventID, e.Source, w.Topic, w.EventID, w.Source)
+		}
+		if string(e.Payload) != string(w.Payload) {
+			t.Errorf("event %q payload = %q, want byte-exact %q", w.EventID, e.Payload, w.Payload)
+		}
+		if !e.Timestamp.Equal(w.Timestamp) || e.Timestamp.Location() != time.UTC {
+			t.Errorf("event %q timestamp = %v, want %v in UTC", w.EventID, e.Timestamp, w.Timestamp.UTC())
+		}
+	}
+}
+
+func testEmptyAppend(t *testing.T, h Harness) {
+	s := open(t, h)
+	isNew, err := s.Append(t.Context(), nil)
+	if err != nil || len(isNew) != 0 {
+		t.Errorf("Append(nil) = %v, %v; want no results and no error", isNew, err)
+	}
+	diffStats(t, nil, stats(t, s))
+}
+
+func testAtomicOnCancelledContext(t *testing.T, h Harness) {
+	s := open(t, h)
+	appendOK(t, s, evs("orders", "1"))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	isNew, err := s.Append(ctx, evs("orders", "1", "2", "3"))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Append(cancelled ctx) = %v, %v; want context.Canceled", isNew, err)
+	}
+	diffEvents(t, "Events", evs("orders", "1"), list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{"orders": counts(1, 1, 0)}, stats(t, s))
+	// The store still works after a cancelled append.
+	diffNew(t, "Append after cancel", []bool{false, true}, appendOK(t, s, evs("orders", "1", "2")))
+}
+
+func testAtomicOnClosedStore(t *testing.T, h Harness) {
+	s := open(t, h)
+	appendOK(t, s, evs("orders", "1"))
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() error: %v", err)
+	}
+	if isNew, err := s.Append(t.Context(), evs("orders", "2")); !errors.Is(err, eventagg.ErrClosed) {
+		t.Errorf("Append after Close = %v, %v; want ErrClosed", isNew, err)
+	}
+	if _, err := s.Stats(t.Context()); !errors.Is(err, eventagg.ErrClosed) {
+		t.Errorf("Stats after Close error = %v, want ErrClosed", err)
+	}
+	var listErr error
+	for _, err := range s.Events(t.Context(), eventagg.Query{}) {
+		listErr = err
+	}
+	if !errors.Is(listErr, eventagg.ErrClosed) {
+		t.Errorf("Events after Close yielded error %v, want ErrClosed", listErr)
+	}
+	if h.Reopen == nil {
+		return
+	}
+	s = h.Reopen(t, s)
+	t.Cleanup(func() { s.Close() })
+	diffEvents(t, "Events after reopen", evs("orders", "1"), list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{"orders": counts(1, 1, 0)}, stats(t, s))
+}
+
+func testCloseIsIdempotent(t *testing.T, h Harness) {
+	s := open(t, h)
+	for i := range 3 {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close() #%d error: %v", i+1, err)
+		}
+	}
+}
+
+func testListingOrder(t *testing.T, h Harness) {
+	s := open(t, h)
+	var want []eventagg.Event
+	for _, batch := range [][]eventagg.Event{
+		{ev("b", "3"), ev("a", "1")},
+		{ev("a", "2"), ev("b", "3"), ev("c", "0")},
+		{ev("a", "0")},
+	} {
+		isNew := appendOK(t, s, batch)
+		for i, e := range batch {
+			if isNew[i] {
+				want = append(want, e)
+			}
+		}
+	}
+	got := list(t, s, eventagg.Query{})
+	diffEvents(t, "Events", want, got)
+	for i := 1; i < len(got); i++ {
+		if got[i].Seq <= got[i-1].Seq {
+			t.Errorf("Seq not increasing: event %d has %d after %d", i, got[i].Seq, got[i-1].Seq)
+		}
+	}
+	if len(got) > 0 && got[0].Seq <= 0 {
+		t.Errorf("first Seq = %d, want positive", got[0].Seq)
+	}
+}
+
+func testTopicFilter(t *testing.T, h Harness) {
+	s := open(t, h)
+	appendOK(t, s, []eventagg.Event{ev("a", "1"), ev("b", "1"), ev("a", "2"), ev("ab", "3"), ev("b", "4")})
+	diffEvents(t, "Events(topic=a)", []eventagg.Event{ev("a", "1"), ev("a", "2")}, list(t, s, eventagg.Query{Topic: "a"}))
+	diffEvents(t, "Events(topic=b)", []eventagg.Event{ev("b", "1"), ev("b", "4")}, list(t, s, eventagg.Query{Topic: "b"}))
+	if got := list(t, s, eventagg.Query{Topic: "missing"}); len(got) != 0 {
+		t.Errorf("Events(topic=missing) = %d events, want 0", len(got))
+	}
+}
+
+func testCursorPagination(t *testing.T, h Harness) {
+	s := open(t, h)
+	var all []eventagg.Event
+	for i := range 5 { // several appends, interleaving two topics
+		batch := append(numbered("a", i*10, 5), numbered("b", i*10, 4)...)
+		appendOK(t, s, batch)
+		all = append(all, batch...)
+	}
+	for _, q := range []eventagg.Query{{Limit: 1}, {Limit: 7}, {Limit: 45}, {Limit: 100}, {Topic: "b", Limit: 3}} {
+		t.Run(fmt.Sprintf("topic=%q,limit=%d", q.Topic, q.Limit), func(t *testing.T) {
+			var got []eventagg.Event
+			for pages := 0; ; pages++ {
+				if pages > len(all) {
+					t.Fatal("pagination does not end")
+				}
+				page := list(t, s, q)
+				if len(page) > q.Limit {
+					t.Fatalf("page of %d events, over the limit %d", len(page), q.Limit)
+				}
+				got = append(got, page...)
+				if len(page) < q.Limit {
+					break
+				}
+				q.After = page[len(page)-1].Seq
+			}
+			var want []eventagg.Event
+			for _, e := range all {
+				if q.Topic == "" || e.Topic == q.Topic {
+					want = append(want, e)
+				}
+			}
+			diffEvents(t, "paged Events", want, got)
+		})
+	}
+	// After the last Seq there is nothing.
+	everything := list(t, s, eventagg.Query{})
+	if got := list(t, s, eventagg.Query{After: everything[len(everything)-1].Seq}); len(got) != 0 {
+		t.Errorf("Events(after last Seq) = %d events, want 0", len(got))
+	}
+}
+
+func testListingSpansManyPages(t *testing.T, h Harness) {
+	s := open(t, h)
+	in := numbered("bulk", 0, 1500)
+	appendOK(t, s, in)
+	appendOK(t, s, numbered("other", 0, 10))
+	diffEvents(t, "Events(topic=bulk)", in, list(t, s, eventagg.Query{Topic: "bulk"}))
+	diffEvents(t, "Events(limit=1200)", in[:1200], list(t, s, eventagg.Query{Limit: 1200}))
+	if got := list(t, s, eventagg.Query{}); len(got) != 1510 {
+		t.Errorf("Events() = %d events, want 1510", len(got))
+	}
+}
+
+func testEarlyBreak(t *testing.T, h Harness) {
+	s := open(t, h)
+	appendOK(t, s, numbered("t", 0, 1200))
+	// Breaking must release what the listing holds: do it more times than any
+	// reasonable connection pool is large, then use the store.
+	for i := range 20 {
+		n := 0
+		for _, err := range s.Events(t.Context(), eventagg.Query{}) {
+			if err != nil {
+				t.Fatalf("Events() error: %v", err)
+			}
+			n++
+			if n == i+1 {
+				break
+			}
+		}
+		if n != i+1 {
+			t.Fatalf("listing stopped after %d events, want %d", n, i+1)
+		}
+	}
+	diffNew(t, "Append after breaks", []bool{true}, appendOK(t, s, evs("t", "5000")))
+	if got := stats(t, s).UniqueProcessed; got != 1201 {
+		t.Errorf("UniqueProcessed = %d, want 1201", got)
+	}
+}
+
+func testListingIsReRunnable(t *testing.T, h Harness) {
+	s := open(t, h)
+	appendOK(t, s, evs("t", "1", "2"))
+	seq := s.Events(t.Context(), eventagg.Query{})
+	collect := func() []eventagg.Event {
+		var out []eventagg.Event
+		for e, err := range seq {
+			if err != nil {
+				t.Fatalf("Events() error: %v", err)
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+	first := collect()
+	appendOK(t, s, evs("t", "3"))
+	diffEvents(t, "first run", evs("t", "1", "2"), first)
+	diffEvents(t, "second run (reads afresh)", evs("t", "1", "2", "3"), collect())
+}
+
+func testListingCancelled(t *testing.T, h Harness) {
+	s := open(t, h)
+	appendOK(t, s, numbered("t", 0, 10))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	var errs []error
+	for _, err := range s.Events(ctx, eventagg.Query{}) {
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
+		t.Errorf("Events(cancelled ctx) yielded %v, want one context.Canceled", errs)
+	}
+}
+
+func testConcurrentOverlap(t *testing.T, h Harness) {
+	s := open(t, h)
+	const (
+		workers = 8
+		batches = 6
+		size    = 10
+		keys    = 60 // every worker draws from the same keys
+	)
+	var (
+		mu      sync.Mutex
+		stored  = make(map[eventagg.Key]int)
+		offered int
+		wg      sync.WaitGroup
+		errs    = make(chan error, workers)
+	)
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for range batches {
+				batch := make([]eventagg.Event, size)
+				for i := range batch {
+					batch[i] = ev([]string{"x", "y"}[rng.IntN(2)], strconv.Itoa(rng.IntN(keys)))
+				}
+				isNew, err := s.Append(context.Background(), batch)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				offered += len(batch)
+				for i, e := range batch {
+					if isNew[i] {
+						stored[e.Key()]++
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent Append error: %v", err)
+	}
+	for k, n := range stored {
+		if n != 1 {
+			t.Errorf("key %v reported new %d times, want once", k, n)
+		}
+	}
+	got := list(t, s, eventagg.Query{})
+	if len(got) != len(stored) {
+		t.Errorf("Events() = %d events, but Append reported %d new", len(got), len(stored))
+	}
+	listed := make(map[eventagg.Key]bool)
+	for _, e := range got {
+		if listed[e.Key()] {
+			t.Errorf("key %v listed twice", e.Key())
+		}
+		listed[e.Key()] = true
+	}
+	st := stats(t, s)
+	want := counts(int64(offered), int64(len(stored)), int64(offered-len(stored)))
+	if diff := cmp.Diff(want, st.Counts); diff != "" {
+		t.Errorf("Stats() totals mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testCountersInvariant(t *testing.T, h Harness) {
+	s := open(t, h)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for range 20 {
+		batch := make([]eventagg.Event, 1+rng.IntN(20))
+		for i := range batch {
+			batch[i] = ev("t"+strconv.Itoa(rng.IntN(3)), strconv.Itoa(rng.IntN(50)))
+		}
+		appendOK(t, s, batch)
+		checkInvariant(t, s)
+	}
+}
+
+// checkInvariant checks, per topic and overall, that received equals unique
+// plus duplicates and that unique equals the number of stored events.
+func checkInvariant(t *testing.T, s eventagg.Store) {
+	t.Helper()
+	st := stats(t, s)
+	perTopic := make(map[string]int64)
+	for _, e := range list(t, s, eventagg.Query{}) {
+		perTopic[e.Topic]++
+	}
+	var total eventagg.Counts
+	for topic, c := range st.Topics {
+		if c.Received != c.UniqueProcessed+c.DuplicateDropped {
+			t.Errorf("topic %q: received %d != unique %d + duplicates %d", topic, c.Received, c.UniqueProcessed, c.DuplicateDropped)
+		}
+		if c.UniqueProcessed != perTopic[topic] {
+			t.Errorf("topic %q: unique_processed %d, but %d events stored", topic, c.UniqueProcessed, perTopic[topic])
+		}
+		total.Add(c)
+	}
+	if total != st.Counts {
+		t.Errorf("Stats totals %+v are not the sums of the topics %+v", st.Counts, total)
+	}
+	if st.Received != st.UniqueProcessed+st.DuplicateDropped {
+		t.Errorf("received %d != unique %d + duplicates %d", st.Received, st.UniqueProcessed, st.DuplicateDropped)
+	}
+}
+
+func testSurvivesReopen(t *testing.T, h Harness) {
+	if h.Reopen == nil {
+		t.Skip("the store cannot reopen (Harness.Reopen is nil)")
+	}
+	s := h.Open(t)
+	appendOK(t, s, evs("a", "1", "2", "1"))
+	appendOK(t, s, evs("b", "1"))
+	before := list(t, s, eventagg.Query{})
+	beforeStats := stats(t, s)
+
+	s = h.Reopen(t, s)
+	t.Cleanup(func() { s.Close() })
+	after := list(t, s, eventagg.Query{})
+	if diff := cmp.Diff(before, after, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("Events after reopen mismatch (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(beforeStats, stats(t, s)); diff != "" {
+		t.Errorf("Stats after reopen mismatch (-before +after):\n%s", diff)
+	}
+	// Deduplication spans the restart, and sequence numbers keep growing.
+	diffNew(t, "Append after reopen", []bool{false, true, false}, appendOK(t, s, evs("a", "2", "3", "1")))
+	last := list(t, s, eventagg.Query{After: before[len(before)-1].Seq})
+	diffEvents(t, "Events after the last Seq before reopen", evs("a", "3"), last)
+	checkInvariant(t, s)
+}
