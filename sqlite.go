@@ -347,12 +347,12 @@ func (s *SQLiteStore) topicID(name string, created *map[string]int64) (int64, er
 	if err := s.getTopic.BindText(1, name); err != nil {
 		return 0, err
 	}
+	var id int64
 	if s.getTopic.Step() {
-		id := s.getTopic.ColumnInt64(0)
-		return id, s.getTopic.Reset()
+		id = s.getTopic.ColumnInt64(0)
 	}
-	if err := s.getTopic.Reset(); err != nil {
-		return 0, err
+	if err := finish(s.getTopic); err != nil || id != 0 {
+		return id, err
 	}
 	if err := s.addTopic.BindText(1, name); err != nil {
 		return 0, err
@@ -360,7 +360,7 @@ func (s *SQLiteStore) topicID(name string, created *map[string]int64) (int64, er
 	if err := s.addTopic.Exec(); err != nil {
 		return 0, err
 	}
-	id := s.w.LastInsertRowID()
+	id = s.w.LastInsertRowID()
 	if *created == nil {
 		*created = make(map[string]int64)
 	}
@@ -438,7 +438,7 @@ func (s *SQLiteStore) page(ctx context.Context, dst []Event, topic string, after
 		}
 		dst = append(dst, e)
 	}
-	return dst, r.done(ctx, stmt.Reset())
+	return dst, r.done(ctx, finish(stmt))
 }
 
 // Stats implements [Store.Stats]; the counters come from one read transaction.
@@ -457,7 +457,7 @@ func (s *SQLiteStore) Stats(ctx context.Context) (Stats, error) {
 			DuplicateDropped: stmt.ColumnInt64(3),
 		}
 	}
-	if err := r.done(ctx, stmt.Reset()); err != nil {
+	if err := r.done(ctx, finish(stmt)); err != nil {
 		return Stats{}, err
 	}
 	return statsFromTopics(topics), nil
@@ -473,7 +473,7 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 	stmt := r.ping
 	for stmt.Step() {
 	}
-	return r.done(ctx, stmt.Reset())
+	return r.done(ctx, finish(stmt))
 }
 
 // Close waits for the write and the reads under way, then closes every
@@ -507,6 +507,9 @@ func (s *SQLiteStore) acquire(ctx context.Context) (*sqliteReader, error) {
 	case <-s.done:
 		return nil, ErrClosed
 	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	select {
 	case s.slots <- struct{}{}:
@@ -571,6 +574,16 @@ func (s *SQLiteStore) openReader() (_ *sqliteReader, err error) {
 		}
 	}
 	return r, nil
+}
+
+// finish resets a statement after its rows were read and returns the first
+// error of the run.
+func finish(stmt *sqlite3.Stmt) error {
+	err := stmt.Err()
+	if rerr := stmt.Reset(); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // done turns an interrupted read into the context's error.

@@ -50,15 +50,18 @@ func Bench(b *testing.B, open func(tb testing.TB) eventagg.Store) {
 // of ids drawn again from those already made. It is not safe for concurrent use.
 type Generator struct {
 	rng     *rand.Rand
+	prefix  string
 	next    int
 	payload json.RawMessage
 	ts      time.Time
 }
 
-// NewGenerator returns a Generator whose choices follow seed.
+// NewGenerator returns a Generator whose choices follow seed. Generators with
+// different seeds make different event ids.
 func NewGenerator(seed uint64) *Generator {
 	return &Generator{
 		rng:     rand.New(rand.NewPCG(seed, seed)),
+		prefix:  "evt-" + strconv.FormatUint(seed, 10) + "-",
 		payload: json.RawMessage(`{"user":"u-123","amount":4200,"currency":"EUR","tags":["a","b"]}`),
 		ts:      time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC),
 	}
@@ -78,7 +81,7 @@ func (g *Generator) Batch(size int, dupRatio float64) []eventagg.Event {
 		}
 		batch[i] = eventagg.Event{
 			Topic:     "bench",
-			EventID:   "evt-" + strconv.Itoa(id),
+			EventID:   g.prefix + strconv.Itoa(id),
 			Timestamp: g.ts.Add(time.Duration(id) * time.Millisecond),
 			Source:    "bench",
 			Payload:   g.payload,
