@@ -17,8 +17,13 @@ type Options struct {
 	// calls are never split.
 	MaxBatch int
 	// QueueSize bounds how many Publish calls wait for the writer; default 1024.
-	// When the queue is full, Publish blocks until there is room or its context ends.
+	// When the queue is full, Publish blocks until there is room, its context
+	// ends, or QueueTimeout passes.
 	QueueSize int
+	// QueueTimeout, if positive, bounds how long Publish waits for room in a
+	// full queue before it returns ErrQueueFull. Default: as long as its
+	// context allows. A server sets it to refuse load quickly (HTTP 503).
+	QueueTimeout time.Duration
 	// Logger receives a debug record for each duplicate dropped (topic and
 	// event_id, never the payload) and an error record for each failed write.
 	// Default: no logging.
@@ -50,6 +55,7 @@ type Result struct {
 type Aggregator struct {
 	store    Store
 	maxBatch int
+	qTimeout time.Duration
 	now      func() time.Time
 	log      *slog.Logger
 	started  time.Time
@@ -100,6 +106,7 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 	a := &Aggregator{
 		store:    store,
 		maxBatch: o.MaxBatch,
+		qTimeout: o.QueueTimeout,
 		now:      o.Now,
 		log:      o.Logger,
 		started:  o.Now(),
@@ -123,8 +130,9 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 // Errors:
 //   - [*ValidationError] (matching [ErrInvalidEvent]) for an invalid event;
 //   - [ErrClosed] after Close;
-//   - [ErrQueueFull], wrapping ctx's error, if ctx ends while Publish waits
-//     for room in the queue: nothing was stored;
+//   - [ErrQueueFull] if ctx ends (the error wraps ctx's too) or
+//     [Options].QueueTimeout passes while Publish waits for room in the
+//     queue: nothing was stored;
 //   - [ErrStore], wrapping the store's error, if the write failed: nothing
 //     was stored or counted;
 //   - ctx's error if ctx ends while the batch is being written: it may or may
@@ -158,21 +166,40 @@ func (a *Aggregator) Publish(ctx context.Context, events ...Event) (Result, erro
 			req.events[i].Timestamp = now
 		}
 	}
-	select {
-	case a.queue <- req:
-		a.senders.Done()
-	case <-a.closing:
-		a.senders.Done()
-		return Result{}, ErrClosed
-	case <-ctx.Done():
-		a.senders.Done()
-		return Result{}, fmt.Errorf("%w: %w", ErrQueueFull, ctx.Err())
+	if err := a.enqueue(ctx, req); err != nil {
+		return Result{}, err
 	}
 	select {
 	case r := <-req.reply:
 		return r.res, r.err
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
+	}
+}
+
+// enqueue hands req to the writer, waiting for room if the queue is full.
+func (a *Aggregator) enqueue(ctx context.Context, req *request) error {
+	defer a.senders.Done()
+	select {
+	case a.queue <- req:
+		return nil
+	default: // full: wait
+	}
+	var timeout <-chan time.Time
+	if a.qTimeout > 0 {
+		t := time.NewTimer(a.qTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case a.queue <- req:
+		return nil
+	case <-a.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrQueueFull, ctx.Err())
+	case <-timeout:
+		return fmt.Errorf("%w: waited %v", ErrQueueFull, a.qTimeout)
 	}
 }
 
@@ -289,9 +316,16 @@ func (a *Aggregator) Stats(ctx context.Context) (Stats, error) {
 // StartedAt returns when the Aggregator was created.
 func (a *Aggregator) StartedAt() time.Time { return a.started }
 
-// Ping reports whether the store can serve requests, using [Pinger] when the
-// store implements it and Stats otherwise.
+// Ping reports whether the Aggregator can serve requests: it returns
+// [ErrClosed] after Close, and otherwise asks the store, using [Pinger] when
+// the store implements it and Stats when not.
 func (a *Aggregator) Ping(ctx context.Context) error {
+	a.mu.RLock()
+	closed := a.closed
+	a.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
 	if p, ok := a.store.(Pinger); ok {
 		return p.Ping(ctx)
 	}

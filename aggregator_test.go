@@ -348,6 +348,31 @@ func TestPublishBackpressure(t *testing.T) {
 	})
 }
 
+func TestPublishQueueTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newGateStore()
+		agg := MustNew(t, store, &eventagg.Options{QueueSize: 1, QueueTimeout: 250 * time.Millisecond})
+		ctx := t.Context()
+		held := publishAsync(ctx, agg, event("t", "held"))
+		synctest.Wait()
+		queued := publishAsync(ctx, agg, event("t", "queued"))
+		synctest.Wait()
+		start := time.Now()
+		if _, err := agg.Publish(ctx, event("t", "rejected")); !errors.Is(err, eventagg.ErrQueueFull) {
+			t.Errorf("Publish on a full queue error = %v, want ErrQueueFull", err)
+		}
+		if waited := time.Since(start); waited != 250*time.Millisecond {
+			t.Errorf("Publish waited %v, want QueueTimeout (250ms)", waited)
+		}
+		close(store.gate)
+		<-held
+		<-queued
+		if _, err := agg.Publish(ctx, event("t", "room-again")); err != nil {
+			t.Errorf("Publish once the queue drained: %v", err)
+		}
+	})
+}
+
 func TestCloseDrainsQueue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := newGateStore()
@@ -532,6 +557,11 @@ func TestPing(t *testing.T) {
 		if err := agg.Ping(t.Context()); !errors.Is(err, eventagg.ErrClosed) {
 			t.Errorf("%s: Ping() on a closed store = %v, want ErrClosed", name, err)
 		}
+	}
+	agg := MustNew(t, eventagg.NewMemoryStore(), nil)
+	agg.Close()
+	if err := agg.Ping(t.Context()); !errors.Is(err, eventagg.ErrClosed) {
+		t.Errorf("Ping() on a closed Aggregator = %v, want ErrClosed", err)
 	}
 }
 
