@@ -1,0 +1,292 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eventagg/eventagg"
+)
+
+// ClientOptions configures [NewClient]. The zero value is the default.
+type ClientOptions struct {
+	// HTTPClient sends the requests; default a client with a 30s timeout.
+	HTTPClient *http.Client
+	// MaxAttempts bounds the tries of one call, the first included; default 8.
+	// 1 disables retries.
+	MaxAttempts int
+	// MinBackoff is the wait before the first retry; default 100ms. Each
+	// further retry doubles it, up to MaxBackoff (default 5s), with jitter.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// Token, if set, is sent as "Authorization: Bearer <Token>".
+	Token string
+}
+
+// Client talks to an eventagg server. It is the at-least-once producer:
+// Publish retries network errors, 429 and 5xx answers with exponential
+// backoff and jitter, honouring Retry-After, and resending is safe because
+// the server deduplicates. A Client is safe for concurrent use.
+type Client struct {
+	base *url.URL
+	http *http.Client
+	opts ClientOptions
+}
+
+// NewClient returns a Client for the server at baseURL, such as
+// "http://127.0.0.1:8080" (a path prefix is kept). opts may be nil.
+func NewClient(baseURL string, opts *ClientOptions) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("httpapi: base URL must be http(s)://host[:port][/prefix], not %q", baseURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	c := &Client{base: u}
+	if opts != nil {
+		c.opts = *opts
+	}
+	c.http = c.opts.HTTPClient
+	if c.http == nil {
+		c.http = &http.Client{Timeout: 30 * time.Second}
+	}
+	if c.opts.MaxAttempts <= 0 {
+		c.opts.MaxAttempts = 8
+	}
+	if c.opts.MinBackoff <= 0 {
+		c.opts.MinBackoff = 100 * time.Millisecond
+	}
+	if c.opts.MaxBackoff <= 0 {
+		c.opts.MaxBackoff = 5 * time.Second
+	}
+	c.opts.MaxBackoff = max(c.opts.MaxBackoff, c.opts.MinBackoff)
+	return c, nil
+}
+
+// APIError is an error answer from the server.
+type APIError struct {
+	StatusCode int    // HTTP status
+	Message    string // the "error" of the body
+	Index      *int   // the offending event's position, for an invalid event
+	Field      string // the offending field, when known
+	// RetryAfter is the wait the server asked for in a Retry-After header, or 0.
+	RetryAfter time.Duration
+}
+
+// Error implements the error interface.
+func (e *APIError) Error() string {
+	msg := fmt.Sprintf("eventagg server: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+	if e.Index != nil {
+		msg += fmt.Sprintf(" (event %d", *e.Index)
+		if e.Field != "" {
+			msg += ", field " + e.Field
+		}
+		msg += ")"
+	}
+	return msg
+}
+
+// Temporary reports whether a retry may succeed: 429 and 5xx answers.
+func (e *APIError) Temporary() bool {
+	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
+}
+
+// Publish sends events in one request and returns the server's counts.
+//
+// After a retry, the counts describe the last attempt only: events that an
+// earlier attempt stored (whose answer was lost) count as duplicates.
+// A 4xx answer other than 429 is returned at once as an [*APIError]; so is
+// the last temporary failure when MaxAttempts is reached.
+func (c *Client) Publish(ctx context.Context, events ...eventagg.Event) (PublishResponse, error) {
+	var resp PublishResponse
+	body, err := json.Marshal(events)
+	if err != nil {
+		return resp, fmt.Errorf("httpapi: encoding events: %w", err)
+	}
+	data, err := c.do(ctx, http.MethodPost, "/publish", nil, body)
+	if err != nil {
+		return resp, err
+	}
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return resp, fmt.Errorf("httpapi: decoding publish answer: %w", err)
+	}
+	return resp, nil
+}
+
+// Stats returns the server's counters.
+func (c *Client) Stats(ctx context.Context) (StatsResponse, error) {
+	var resp StatsResponse
+	data, err := c.do(ctx, http.MethodGet, "/stats", nil, nil)
+	if err != nil {
+		return resp, err
+	}
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return resp, fmt.Errorf("httpapi: decoding stats: %w", err)
+	}
+	return resp, nil
+}
+
+// Health returns nil if the server answers GET /health with 200.
+// It does not retry.
+func (c *Client) Health(ctx context.Context) error {
+	_, err := c.try(ctx, http.MethodGet, "/health", nil, nil)
+	return err
+}
+
+// clientPage is how many events Client.Events asks for per request.
+const clientPage = 1000
+
+// Events lists the server's events matching q, in acceptance order, fetching
+// pages of up to 1000 events. q.Limit, if positive, bounds the total.
+// The sequence may be run more than once.
+func (c *Client) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error] {
+	return func(yield func(eventagg.Event, error) bool) {
+		after, left := q.After, q.Limit
+		for {
+			n := clientPage
+			if q.Limit > 0 {
+				n = min(n, left)
+			}
+			v := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(n)}}
+			if q.Topic != "" {
+				v.Set("topic", q.Topic)
+			}
+			data, err := c.do(ctx, http.MethodGet, "/events", v, nil)
+			var page []eventagg.Event
+			if err == nil {
+				err = json.Unmarshal(data, &page)
+			}
+			if err != nil {
+				yield(eventagg.Event{}, err)
+				return
+			}
+			for _, e := range page {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if len(page) < n {
+				return
+			}
+			after, left = page[len(page)-1].Seq, left-len(page)
+			if q.Limit > 0 && left == 0 {
+				return
+			}
+		}
+	}
+}
+
+// do sends a request, retrying temporary failures, and returns the body of
+// the first 2xx answer.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte) ([]byte, error) {
+	for attempt := 1; ; attempt++ {
+		data, err := c.try(ctx, method, path, query, body)
+		if err == nil {
+			return data, nil
+		}
+		var apiErr *APIError
+		var retryAfter time.Duration
+		switch {
+		case ctx.Err() != nil:
+			return nil, err
+		case errors.As(err, &apiErr):
+			if !apiErr.Temporary() {
+				return nil, err
+			}
+			retryAfter = apiErr.RetryAfter
+		}
+		if attempt >= c.opts.MaxAttempts {
+			return nil, fmt.Errorf("httpapi: giving up after %d attempts: %w", attempt, err)
+		}
+		wait := c.backoff(attempt)
+		if retryAfter > 0 {
+			wait = min(retryAfter, maxRetryAfter)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// maxRetryAfter caps how long a Retry-After answer can make the client wait.
+const maxRetryAfter = time.Minute
+
+// backoff returns the wait before retry number attempt (from 1): the
+// exponential step, half of it fixed and half random.
+func (c *Client) backoff(attempt int) time.Duration {
+	step := c.opts.MinBackoff << min(attempt-1, 30)
+	if step <= 0 || step > c.opts.MaxBackoff {
+		step = c.opts.MaxBackoff
+	}
+	return step/2 + rand.N(step/2+1)
+}
+
+// try sends one request.
+func (c *Client) try(ctx context.Context, method, path string, query url.Values, body []byte) ([]byte, error) {
+	u := *c.base
+	u.Path += path
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: reading answer to %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return data, nil
+	}
+	apiErr := &APIError{StatusCode: resp.StatusCode}
+	var e ErrorResponse
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		apiErr.Message, apiErr.Index, apiErr.Field = e.Error, e.Index, e.Field
+	} else {
+		apiErr.Message = strings.TrimSpace(string(data[:min(len(data), 200)]))
+	}
+	apiErr.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	return nil, apiErr
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
+}

@@ -1,0 +1,42 @@
+// Package httpapi serves an [eventagg.Aggregator] over HTTP and provides a
+// Go client for it.
+//
+// [NewHandler] returns an [http.Handler] to mount in any mux:
+//
+//	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", httpapi.NewHandler(agg, nil)))
+//
+// # Endpoints
+//
+//   - POST /publish: the body is one event object, a JSON array of events, or
+//     {"events":[...]}. 200 answers {"processed_count":N,"duplicate_dropped":M};
+//     with ?duplicates=true it adds "duplicate_indexes", the positions of the
+//     dropped events. 400 for malformed JSON or an invalid event, with
+//     {"error":...,"index":i,"field":...} naming the first bad event; 413 for a
+//     body over [Options].MaxBodyBytes or more than [Options].MaxBatch events;
+//     503 with Retry-After when the queue is full, the server is shutting
+//     down or the store fails. Nothing of a rejected request is stored or
+//     counted. Unknown fields in an event are ignored.
+//   - GET /events?topic=&after=&limit=: a JSON array of stored events in
+//     acceptance order, each with its "seq". Without limit the whole listing
+//     is streamed in constant memory. With limit (1 to [Options].MaxPage), a
+//     page, and when more events follow, a Link: <...>; rel="next" header
+//     whose after is the last seq of the page.
+//   - GET /stats: {"received","unique_processed","duplicate_dropped","topics":{...},
+//     "started_at","uptime_seconds"}.
+//   - GET /health: 200 {"status":"healthy"} after a store ping; 503
+//     {"status":"unhealthy","error":...} when the store fails or the server
+//     is shutting down.
+//   - GET /metrics: Prometheus text format: event counters from the store,
+//     rejected publish requests, requests by handler and code, a publish
+//     latency histogram and the queue depth.
+//
+// Unknown paths get 404 and wrong methods 405 with an Allow header. Every
+// error body is JSON with an "error" string; internal errors are logged and
+// shown only as "internal error".
+//
+// # Client
+//
+// [Client] publishes with retries: network errors, 429 and 5xx answers are
+// retried with exponential backoff and jitter, honouring Retry-After. Resending
+// is safe because the server deduplicates by (topic, event_id).
+package httpapi

@@ -1,0 +1,105 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+
+	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/httpapi"
+)
+
+// NewHandler serves the API for an Aggregator; here on a test server, with
+// the same body posted twice.
+func ExampleNewHandler() {
+	agg, err := eventagg.New(eventagg.NewMemoryStore(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer agg.Close()
+	srv := httptest.NewServer(httpapi.NewHandler(agg, nil))
+	defer srv.Close()
+
+	body := `[{"topic":"orders","event_id":"o-1"},{"topic":"orders","event_id":"o-2"}]`
+	for range 2 {
+		resp, err := http.Post(srv.URL+"/publish", "application/json", strings.NewReader(body))
+		if err != nil {
+			log.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Print(resp.Status, " ", string(answer))
+	}
+	resp, err := http.Get(srv.URL + "/health")
+	if err != nil {
+		log.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Print(resp.Status, " ", string(answer))
+	// Output:
+	// 200 OK {"processed_count":2,"duplicate_dropped":0}
+	// 200 OK {"processed_count":0,"duplicate_dropped":2}
+	// 200 OK {"status":"healthy"}
+}
+
+// A Client publishes with retries; resending what the server already holds
+// only moves the duplicate counter.
+func ExampleClient_Publish() {
+	agg, err := eventagg.New(eventagg.NewMemoryStore(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer agg.Close()
+	srv := httptest.NewServer(httpapi.NewHandler(agg, nil))
+	defer srv.Close()
+
+	client, err := httpapi.NewClient(srv.URL, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	events := []eventagg.Event{
+		{Topic: "clicks", EventID: "c-1", Source: "web"},
+		{Topic: "clicks", EventID: "c-2", Source: "web"},
+	}
+	for range 3 { // an at-least-once producer resending its batch
+		res, err := client.Publish(ctx, events...)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("processed %d, duplicates %d\n", res.Processed, res.Duplicates)
+	}
+	st, err := client.Stats(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("received %d, unique %d, duplicates %d\n", st.Received, st.UniqueProcessed, st.DuplicateDropped)
+	// Output:
+	// processed 2, duplicates 0
+	// processed 0, duplicates 2
+	// processed 0, duplicates 2
+	// received 6, unique 2, duplicates 4
+}
+
+// The handler mounts under a prefix in an existing mux.
+func ExampleHandler_mount() {
+	agg, err := eventagg.New(eventagg.NewMemoryStore(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer agg.Close()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "the app") })
+	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", httpapi.NewHandler(agg, nil)))
+
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/eventagg/nope", nil))
+	fmt.Print(rec.Code, " ", rec.Body.String())
+	// Output:
+	// 404 {"error":"no such endpoint: /nope (try POST /publish, GET /events, /stats, /health or /metrics)"}
+}

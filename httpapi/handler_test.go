@@ -1,0 +1,587 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/httpapi"
+	"github.com/google/go-cmp/cmp"
+)
+
+// server is a Handler over a MemoryStore-backed Aggregator.
+type server struct {
+	agg   *eventagg.Aggregator
+	store eventagg.Store
+	h     *httpapi.Handler
+}
+
+func newServer(t *testing.T, store eventagg.Store, aggOpts *eventagg.Options, opts *httpapi.Options) *server {
+	t.Helper()
+	if store == nil {
+		store = eventagg.NewMemoryStore()
+	}
+	agg, err := eventagg.New(store, aggOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agg.Close(); store.Close() })
+	return &server{agg: agg, store: store, h: httpapi.NewHandler(agg, opts)}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (s *server) do(t *testing.T, method, target, body string) response {
+	t.Helper()
+	var rd *strings.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	var req *http.Request
+	if rd != nil {
+		req = httptest.NewRequestWithContext(t.Context(), method, target, rd)
+	} else {
+		req = httptest.NewRequestWithContext(t.Context(), method, target, nil)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	s.h.ServeHTTP(rec, req)
+	return response{rec.Code, rec.Header(), rec.Body.Bytes()}
+}
+
+// decode unmarshals the body into v, failing the test if it is not JSON.
+func (r response) decode(t *testing.T, v any) {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("Content-Type = %q, want application/json", ct)
+	}
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("body %q is not the expected JSON: %v", r.body, err)
+	}
+}
+
+func (s *server) stats(t *testing.T) eventagg.Stats {
+	t.Helper()
+	st, err := s.agg.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestPublishBodyForms(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	tests := []struct {
+		name, body string
+		want       httpapi.PublishResponse
+	}{
+		{"Object", `{"topic":"a","event_id":"1","timestamp":"2026-11-25T10:00:00Z","source":"s","payload":{"x":1}}`,
+			httpapi.PublishResponse{Processed: 1}},
+		{"Array", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"2"},{"topic":"a","event_id":"2"}]`,
+			httpapi.PublishResponse{Processed: 1, Duplicates: 2}},
+		{"Wrapper", ` {"events":[{"topic":"b","event_id":"1"},{"topic":"a","event_id":"3"}]} `,
+			httpapi.PublishResponse{Processed: 2}},
+		{"EmptyArray", `[]`, httpapi.PublishResponse{}},
+		{"UnknownFieldsIgnored", `{"topic":"c","event_id":"1","extra":[1,2],"seq":99}`,
+			httpapi.PublishResponse{Processed: 1}},
+	}
+	for _, tt := range tests {
+		resp := s.do(t, "POST", "/publish", tt.body)
+		if resp.status != http.StatusOK {
+			t.Fatalf("%s: status %d, body %s", tt.name, resp.status, resp.body)
+		}
+		var got httpapi.PublishResponse
+		resp.decode(t, &got)
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%s: answer mismatch (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	// The body is exactly the contract's two fields.
+	resp := s.do(t, "POST", "/publish", `{"topic":"a","event_id":"1"}`)
+	if got := strings.TrimSpace(string(resp.body)); got != `{"processed_count":0,"duplicate_dropped":1}` {
+		t.Errorf("publish body = %s", got)
+	}
+	st := s.stats(t)
+	if st.Received != 8 || st.UniqueProcessed != 5 || st.DuplicateDropped != 3 {
+		t.Errorf("Stats() = %+v, want received 8, unique 5, duplicates 3", st.Counts)
+	}
+}
+
+func TestPublishDuplicateIndexes(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	s.do(t, "POST", "/publish", `{"topic":"a","event_id":"1"}`)
+	resp := s.do(t, "POST", "/publish?duplicates=true", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"2"},{"topic":"a","event_id":"2"}]`)
+	var got httpapi.PublishResponse
+	resp.decode(t, &got)
+	want := httpapi.PublishResponse{Processed: 1, Duplicates: 2, DuplicateIndexes: []int{0, 2}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("answer mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestPublishRejects(t *testing.T) {
+	valid := `{"topic":"a","event_id":"ok"}`
+	tests := []struct {
+		name   string
+		body   string
+		status int
+		index  *int
+		field  string
+		msg    string // part of the error message
+	}{
+		{"Empty", "", 400, nil, "", "empty"},
+		{"Malformed", `{"topic":`, 400, nil, "", "malformed JSON"},
+		{"MalformedInArray", `[` + valid + `,{"topic":"a",]`, 400, ptr(1), "", "malformed JSON"},
+		{"TrailingData", `[` + valid + `] []`, 400, nil, "", "after the JSON value"},
+		{"TrailingObject", valid + ` {}`, 400, nil, "", "malformed JSON"},
+		{"NotAnObject", `"hello"`, 400, nil, "", "event object"},
+		{"Number", `42`, 400, nil, "", "event object"},
+		{"EventsNotArray", `{"events":{"topic":"a"}}`, 400, nil, "events", "array"},
+		{"TopicWrongType", `[` + valid + `,{"topic":5,"event_id":"x"}]`, 400, ptr(1), "topic", "must be a string"},
+		{"BadTimestamp", `[` + valid + `,{"topic":"a","event_id":"x","timestamp":"yesterday"}]`, 400, ptr(1), "timestamp", "RFC 3339"},
+		{"TimestampNumber", `{"topic":"a","event_id":"x","timestamp":1700000000}`, 400, ptr(0), "timestamp", "RFC 3339"},
+		{"MissingEventID", `[` + valid + `,` + valid + `,{"topic":"a"}]`, 400, ptr(2), "event_id", "required"},
+		{"BlankEventID", `{"topic":"a","event_id":"   "}`, 400, ptr(0), "event_id", "blank"},
+		{"NULInTopic", `{"topic":"a\u0000b","event_id":"x"}`, 400, ptr(0), "topic", "control character"},
+		{"LongTopic", `{"topic":"` + strings.Repeat("t", 256) + `","event_id":"x"}`, 400, ptr(0), "topic", "over the limit"},
+		{"BadDuplicatesParam", valid, 400, nil, "duplicates", "true or false"},
+		{"TooManyEvents", `[` + strings.Repeat(valid+",", 3) + valid + `]`, 413, nil, "", "limit of 3 events"},
+		{"BodyTooLarge", `[` + strings.Repeat(" ", 600) + valid + `]`, 413, nil, "", "limit of 512 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newServer(t, nil, nil, &httpapi.Options{MaxBatch: 3, MaxBodyBytes: 512})
+			target := "/publish"
+			if tt.name == "BadDuplicatesParam" {
+				target += "?duplicates=maybe"
+			}
+			resp := s.do(t, "POST", target, tt.body)
+			if resp.status != tt.status {
+				t.Fatalf("status = %d, want %d; body %s", resp.status, tt.status, resp.body)
+			}
+			var got httpapi.ErrorResponse
+			resp.decode(t, &got)
+			if !strings.Contains(got.Error, tt.msg) {
+				t.Errorf("error = %q, want it to contain %q", got.Error, tt.msg)
+			}
+			if diff := cmp.Diff(tt.index, got.Index); diff != "" {
+				t.Errorf("index mismatch (-want +got):\n%s", diff)
+			}
+			if got.Field != tt.field {
+				t.Errorf("field = %q, want %q", got.Field, tt.field)
+			}
+			if st := s.stats(t); st.Received != 0 || len(st.Topics) != 0 {
+				t.Errorf("a rejected request was counted: %+v", st)
+			}
+		})
+	}
+}
+
+func ptr(i int) *int { return &i }
+
+func TestMethodsAndPaths(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	tests := []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/publish", 405, "POST"},
+		{"PUT", "/publish", 405, "POST"},
+		{"POST", "/stats", 405, "GET, HEAD"},
+		{"DELETE", "/events", 405, "GET, HEAD"},
+		{"POST", "/health", 405, "GET, HEAD"},
+		{"POST", "/metrics", 405, "GET, HEAD"},
+		{"GET", "/nope", 404, ""},
+		{"GET", "/", 404, ""},
+		{"GET", "/publish/extra", 404, ""},
+	}
+	for _, tt := range tests {
+		resp := s.do(t, tt.method, tt.path, "")
+		if resp.status != tt.status || resp.header.Get("Allow") != tt.allow {
+			t.Errorf("%s %s = %d Allow %q; want %d Allow %q", tt.method, tt.path, resp.status, resp.header.Get("Allow"), tt.status, tt.allow)
+		}
+		var body httpapi.ErrorResponse
+		resp.decode(t, &body)
+		if body.Error == "" {
+			t.Errorf("%s %s: error body %s has no \"error\"", tt.method, tt.path, resp.body)
+		}
+	}
+}
+
+// publishN publishes events 0..n-1 on topic, in batches of 100.
+func publishN(t *testing.T, s *server, topic string, n int) {
+	t.Helper()
+	for from := 0; from < n; from += 100 {
+		var batch []eventagg.Event
+		for i := from; i < min(from+100, n); i++ {
+			batch = append(batch, eventagg.Event{Topic: topic, EventID: strconv.Itoa(i), Payload: json.RawMessage(`{"i":` + strconv.Itoa(i) + `}`)})
+		}
+		if _, err := s.agg.Publish(t.Context(), batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func ids(events []eventagg.Event) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = e.Topic + "/" + e.EventID
+	}
+	return out
+}
+
+func TestEventsListing(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	if _, err := s.agg.Publish(t.Context(),
+		eventagg.Event{Topic: "a", EventID: "1", Payload: json.RawMessage(` {"keep" : "spacing"}`)},
+		eventagg.Event{Topic: "b", EventID: "1"},
+		eventagg.Event{Topic: "a", EventID: "2"},
+		eventagg.Event{Topic: "a", EventID: "3"},
+	); err != nil {
+		t.Fatal(err)
+	}
+	list := func(target string) ([]eventagg.Event, response) {
+		t.Helper()
+		resp := s.do(t, "GET", target, "")
+		if resp.status != 200 {
+			t.Fatalf("GET %s = %d %s", target, resp.status, resp.body)
+		}
+		var events []eventagg.Event
+		resp.decode(t, &events)
+		return events, resp
+	}
+	all, resp := list("/events")
+	if diff := cmp.Diff([]string{"a/1", "b/1", "a/2", "a/3"}, ids(all)); diff != "" {
+		t.Errorf("GET /events mismatch (-want +got):\n%s", diff)
+	}
+	if resp.header.Get("Link") != "" {
+		t.Errorf("unlimited listing has a Link header %q", resp.header.Get("Link"))
+	}
+	if !bytes.Contains(resp.body, []byte(`"payload": {"keep" : "spacing"}`)) {
+		t.Errorf("payload not served byte for byte: %s", resp.body)
+	}
+	for _, e := range all {
+		if e.Seq <= 0 || e.Timestamp.IsZero() {
+			t.Errorf("listed event %+v lacks seq or timestamp", e)
+		}
+	}
+
+	// Pages of 2 on topic a, following Link.
+	var got []string
+	target := "/events?topic=a&limit=2"
+	for pages := 0; target != ""; pages++ {
+		if pages > 3 {
+			t.Fatal("Link pagination does not end")
+		}
+		page, resp := list(target)
+		got = append(got, ids(page)...)
+		target = ""
+		if link := resp.header.Get("Link"); link != "" {
+			m := regexp.MustCompile(`^<([^>]+)>; rel="next"$`).FindStringSubmatch(link)
+			if m == nil {
+				t.Fatalf("Link header %q is not <url>; rel=\"next\"", link)
+			}
+			target = m[1]
+		}
+	}
+	if diff := cmp.Diff([]string{"a/1", "a/2", "a/3"}, got); diff != "" {
+		t.Errorf("paged listing mismatch (-want +got):\n%s", diff)
+	}
+	// A page that holds the rest exactly has no next link.
+	if _, resp := list("/events?topic=a&limit=3"); resp.header.Get("Link") != "" {
+		t.Errorf("last page has Link %q", resp.header.Get("Link"))
+	}
+	after, _ := list("/events?after=" + strconv.FormatInt(all[1].Seq, 10))
+	if diff := cmp.Diff([]string{"a/2", "a/3"}, ids(after)); diff != "" {
+		t.Errorf("GET /events?after mismatch (-want +got):\n%s", diff)
+	}
+	if empty, resp := list("/events?topic=none"); len(empty) != 0 || strings.TrimSpace(string(resp.body)) != "[]" {
+		t.Errorf("GET /events?topic=none = %s, want []", resp.body)
+	}
+}
+
+func TestEventsBadParams(t *testing.T) {
+	s := newServer(t, nil, nil, &httpapi.Options{MaxPage: 50})
+	for _, q := range []string{"after=x", "after=-1", "limit=0", "limit=-3", "limit=51", "limit=ten"} {
+		resp := s.do(t, "GET", "/events?"+q, "")
+		var body httpapi.ErrorResponse
+		resp.decode(t, &body)
+		if resp.status != 400 || body.Error == "" || body.Field == "" {
+			t.Errorf("GET /events?%s = %d %s; want 400 naming the parameter", q, resp.status, resp.body)
+		}
+	}
+}
+
+func TestEventsStreamsEverything(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	publishN(t, s, "bulk", 1300) // more than one store page
+	resp := s.do(t, "GET", "/events", "")
+	var events []eventagg.Event
+	resp.decode(t, &events)
+	if len(events) != 1300 {
+		t.Fatalf("streamed %d events, want 1300", len(events))
+	}
+	for i, e := range events {
+		if e.EventID != strconv.Itoa(i) {
+			t.Fatalf("event %d has id %s: out of order", i, e.EventID)
+		}
+	}
+}
+
+func TestStatsEndpoint(t *testing.T) {
+	start := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	now := start
+	clock := func() time.Time { return now }
+	s := newServer(t, nil, &eventagg.Options{Now: clock}, &httpapi.Options{Now: clock})
+	s.do(t, "POST", "/publish", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"1"},{"topic":"b","event_id":"1"}]`)
+	now = start.Add(90*time.Second + 500*time.Millisecond)
+	resp := s.do(t, "GET", "/stats", "")
+	var got map[string]any
+	resp.decode(t, &got)
+	want := map[string]any{
+		"received": 3.0, "unique_processed": 2.0, "duplicate_dropped": 1.0,
+		"topics": map[string]any{
+			"a": map[string]any{"received": 2.0, "unique_processed": 1.0, "duplicate_dropped": 1.0},
+			"b": map[string]any{"received": 1.0, "unique_processed": 1.0, "duplicate_dropped": 0.0},
+		},
+		"started_at":     "2026-11-25T08:00:00Z",
+		"uptime_seconds": 90.5,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GET /stats mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	var body httpapi.HealthResponse
+	resp := s.do(t, "GET", "/health", "")
+	resp.decode(t, &body)
+	if resp.status != 200 || body != (httpapi.HealthResponse{Status: "healthy"}) {
+		t.Errorf("GET /health = %d %s, want 200 healthy", resp.status, resp.body)
+	}
+	s.store.Close()
+	resp = s.do(t, "GET", "/health", "")
+	resp.decode(t, &body)
+	if resp.status != 503 || body.Status != "unhealthy" || body.Error == "" {
+		t.Errorf("GET /health with a closed store = %d %s, want 503 unhealthy", resp.status, resp.body)
+	}
+
+	s = newServer(t, nil, nil, nil)
+	s.agg.Close()
+	resp = s.do(t, "GET", "/health", "")
+	resp.decode(t, &body)
+	if resp.status != 503 || body.Error != "shutting down" {
+		t.Errorf("GET /health after Close = %d %s, want 503 shutting down", resp.status, resp.body)
+	}
+}
+
+// faultyStore fails every Append.
+type faultyStore struct{ eventagg.Store }
+
+func (faultyStore) Append(context.Context, []eventagg.Event) ([]bool, error) {
+	return nil, errors.New("disk I/O error: /var/lib/secret/path")
+}
+
+func TestUnavailableAnswers503(t *testing.T) {
+	check := func(t *testing.T, resp response, msg string) {
+		t.Helper()
+		var body httpapi.ErrorResponse
+		resp.decode(t, &body)
+		if resp.status != 503 || resp.header.Get("Retry-After") == "" || !strings.Contains(body.Error, msg) {
+			t.Errorf("answer = %d Retry-After %q %s; want 503 with Retry-After saying %q",
+				resp.status, resp.header.Get("Retry-After"), resp.body, msg)
+		}
+		if strings.Contains(string(resp.body), "secret") {
+			t.Errorf("the answer leaks the internal error: %s", resp.body)
+		}
+	}
+	t.Run("StoreFails", func(t *testing.T) {
+		s := newServer(t, faultyStore{eventagg.NewMemoryStore()}, nil, nil)
+		check(t, s.do(t, "POST", "/publish", `{"topic":"a","event_id":"1"}`), "store unavailable")
+		if st := s.stats(t); st.Received != 0 {
+			t.Errorf("failed publish counted: %+v", st.Counts)
+		}
+	})
+	t.Run("Closed", func(t *testing.T) {
+		s := newServer(t, nil, nil, nil)
+		s.agg.Close()
+		check(t, s.do(t, "POST", "/publish", `{"topic":"a","event_id":"1"}`), "shutting down")
+	})
+	t.Run("StoreClosedForReads", func(t *testing.T) {
+		s := newServer(t, nil, nil, nil)
+		s.store.Close()
+		check(t, s.do(t, "GET", "/events", ""), "shutting down")
+		check(t, s.do(t, "GET", "/stats", ""), "shutting down")
+	})
+	t.Run("QueueFull", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			gate := &gateStore{Store: eventagg.NewMemoryStore(), gate: make(chan struct{})}
+			s := newServer(t, gate, &eventagg.Options{QueueSize: 1, QueueTimeout: 100 * time.Millisecond}, nil)
+			done := make(chan response, 2)
+			for i := range 2 { // one held by the writer, one filling the queue
+				go func() { done <- s.do(t, "POST", "/publish", `{"topic":"a","event_id":"`+strconv.Itoa(i)+`"}`) }()
+				synctest.Wait()
+			}
+			check(t, s.do(t, "POST", "/publish", `{"topic":"a","event_id":"x"}`), "queue is full")
+			close(gate.gate)
+			for range 2 {
+				if resp := <-done; resp.status != 200 {
+					t.Errorf("queued publish = %d %s", resp.status, resp.body)
+				}
+			}
+		})
+	})
+}
+
+// gateStore holds every Append until gate is closed.
+type gateStore struct {
+	eventagg.Store
+	gate chan struct{}
+}
+
+func (g *gateStore) Append(ctx context.Context, events []eventagg.Event) ([]bool, error) {
+	<-g.gate
+	return g.Store.Append(ctx, events)
+}
+
+var (
+	promHelp   = regexp.MustCompile(`^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) \S.*$`)
+	promType   = regexp.MustCompile(`^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$`)
+	promSample = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*\})? (\S+)$`)
+)
+
+// parseProm checks text against the Prometheus text format (0.0.4) and returns
+// its samples, keyed by name and labels.
+func parseProm(t *testing.T, text string) map[string]float64 {
+	t.Helper()
+	samples := make(map[string]float64)
+	typed := make(map[string]string)
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		if m := promHelp.FindStringSubmatch(line); m != nil {
+			continue
+		}
+		if m := promType.FindStringSubmatch(line); m != nil {
+			if _, dup := typed[m[1]]; dup {
+				t.Errorf("metric %s typed twice", m[1])
+			}
+			typed[m[1]] = m[2]
+			continue
+		}
+		m := promSample.FindStringSubmatch(line)
+		if m == nil {
+			t.Errorf("line %q is not in the Prometheus text format", line)
+			continue
+		}
+		family := m[1]
+		if typed[family] == "" {
+			family = regexp.MustCompile(`_(bucket|sum|count)$`).ReplaceAllString(family, "")
+		}
+		if typed[family] == "" {
+			t.Errorf("sample %q comes before its # TYPE line", line)
+		}
+		v, err := strconv.ParseFloat(m[4], 64)
+		if err != nil {
+			t.Errorf("sample %q: value: %v", line, err)
+		}
+		samples[m[1]+m[2]] = v
+	}
+	return samples
+}
+
+func TestMetrics(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	s.do(t, "POST", "/publish", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"1"}]`)
+	s.do(t, "POST", "/publish", `{"topic":"a","event_id":"2"}`)
+	s.do(t, "POST", "/publish", `{"topic":""}`)
+	s.do(t, "POST", "/publish", `{`)
+	s.do(t, "GET", "/nope", "")
+	resp := s.do(t, "GET", "/metrics", "")
+	if resp.status != 200 || !strings.HasPrefix(resp.header.Get("Content-Type"), "text/plain; version=0.0.4") {
+		t.Fatalf("GET /metrics = %d %q", resp.status, resp.header.Get("Content-Type"))
+	}
+	got := parseProm(t, string(resp.body))
+	for name, want := range map[string]float64{
+		"eventagg_events_received_total":                             3,
+		"eventagg_events_unique_total":                               2,
+		"eventagg_events_duplicate_total":                            1,
+		"eventagg_publish_rejected_total":                            2,
+		"eventagg_queue_depth":                                       0,
+		`eventagg_http_requests_total{handler="publish",code="200"}`: 2,
+		`eventagg_http_requests_total{handler="publish",code="400"}`: 2,
+		`eventagg_http_requests_total{handler="other",code="404"}`:   1,
+		`eventagg_publish_duration_seconds_bucket{le="+Inf"}`:        4,
+		"eventagg_publish_duration_seconds_count":                    4,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+	// Buckets are cumulative.
+	prev := 0.0
+	for _, le := range []string{"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"} {
+		v, ok := got[`eventagg_publish_duration_seconds_bucket{le="`+le+`"}`]
+		if !ok || v < prev {
+			t.Errorf("bucket le=%s = %v (present %v), want >= %v", le, v, ok, prev)
+		}
+		prev = v
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	s := newServer(t, nil, nil, &httpapi.Options{Logger: logger})
+	s.do(t, "POST", "/publish", `[{"topic":"a","event_id":"1","payload":{"card":"4111-1111"}},{"topic":"a","event_id":"2"}]`)
+	s.do(t, "GET", "/stats", "")
+	var records []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		records = append(records, rec)
+	}
+	if len(records) != 2 {
+		t.Fatalf("got %d access records, want 2:\n%s", len(records), logs.String())
+	}
+	pub := records[0]
+	if pub["method"] != "POST" || pub["path"] != "/publish" || pub["status"] != 200.0 || pub["events"] != 2.0 || pub["duration"] == nil {
+		t.Errorf("publish access record = %v", pub)
+	}
+	if _, ok := records[1]["events"]; ok || records[1]["path"] != "/stats" {
+		t.Errorf("stats access record = %v", records[1])
+	}
+	if strings.Contains(logs.String(), "4111") {
+		t.Errorf("the access log holds a payload: %s", logs.String())
+	}
+}
+
+func TestMountedUnderPrefix(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	mux := http.NewServeMux()
+	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", s.h))
+	req := httptest.NewRequestWithContext(t.Context(), "POST", "/eventagg/publish", strings.NewReader(`{"topic":"a","event_id":"1"}`))
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Errorf("POST /eventagg/publish = %d %s", rec.Code, rec.Body)
+	}
+}
