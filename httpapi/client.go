@@ -101,6 +101,7 @@ func (e *APIError) Temporary() bool {
 }
 
 // Publish sends events in one request and returns the server's counts.
+// Payloads are sent byte for byte; an invalid one is refused by the server.
 //
 // After a retry, the counts describe the last attempt only: events that an
 // earlier attempt stored (whose answer was lost) count as duplicates.
@@ -108,10 +109,14 @@ func (e *APIError) Temporary() bool {
 // the last temporary failure when MaxAttempts is reached.
 func (c *Client) Publish(ctx context.Context, events ...eventagg.Event) (PublishResponse, error) {
 	var resp PublishResponse
-	body, err := json.Marshal(events)
-	if err != nil {
-		return resp, fmt.Errorf("httpapi: encoding events: %w", err)
+	body := append(make([]byte, 0, 128*len(events)), '[')
+	for i := range events {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = appendEvent(body, &events[i]) // payloads go byte for byte
 	}
+	body = append(body, ']')
 	data, err := c.do(ctx, http.MethodPost, "/publish", nil, body)
 	if err != nil {
 		return resp, err

@@ -116,6 +116,8 @@ func jsonError(index int, err error) *requestError {
 	switch {
 	case errors.As(err, &syntax):
 		return badRequest(index, "", "malformed JSON at byte %d: %v", syntax.Offset, err)
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return badRequest(index, "", "%s must be a JSON object, not a %s", prefix, typeErr.Value)
 	case errors.As(err, &typeErr):
 		return badRequest(index, typeErr.Field, "%s: field %q must be %s, not a JSON %s",
 			prefix, typeErr.Field, jsonType(typeErr), typeErr.Value)

@@ -8,16 +8,18 @@ import (
 	"github.com/eventagg/eventagg"
 )
 
-// appendEvent appends e as a JSON object with the same fields as
-// encoding/json would write, but with the payload byte for byte as stored.
+// appendEvent appends e as a JSON object with the fields encoding/json would
+// write, but with the payload byte for byte, and without a zero timestamp.
 func appendEvent(b []byte, e *eventagg.Event) []byte {
 	b = append(b, `{"topic":`...)
 	b = appendString(b, e.Topic)
 	b = append(b, `,"event_id":`...)
 	b = appendString(b, e.EventID)
-	b = append(b, `,"timestamp":"`...)
-	b = e.Timestamp.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, '"')
+	if !e.Timestamp.IsZero() {
+		b = append(b, `,"timestamp":"`...)
+		b = e.Timestamp.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
 	if e.Source != "" {
 		b = append(b, `,"source":`...)
 		b = appendString(b, e.Source)

@@ -1,0 +1,268 @@
+// Command eventagg is the reference eventagg server: it serves the HTTP API of
+// package httpapi over an embedded SQLite database.
+//
+//	eventagg [-addr :8080] [-db events.db] [flags]
+//
+// Every flag can also be set with an environment variable (EVENTAGG_ADDR,
+// EVENTAGG_DB, ...); a flag on the command line wins. Run eventagg -h for
+// the list.
+//
+// On SIGINT or SIGTERM it stops accepting connections, finishes the requests
+// under way, drains the publish queue, closes the database and exits 0.
+//
+// eventagg -healthcheck asks a running server's /health (at -addr) and exits
+// 0 if it is healthy, 1 if not: the container's HEALTHCHECK uses it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/httpapi"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise it comes from the module's build information.
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "eventagg:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode is 2 for usage errors, as with the flag package, and 1 otherwise.
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	return 1
+}
+
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// config is what the flags and environment set.
+type config struct {
+	addr            string
+	db              string
+	sync            string
+	maxBody         int64
+	maxBatch        int
+	queueSize       int
+	queueTimeout    time.Duration
+	shutdownTimeout time.Duration
+	logFormat       string
+	logLevel        slog.Level
+	version         bool
+	healthcheck     bool
+}
+
+// parseConfig reads flags from args, falling back to getenv for each flag
+// not given on the command line.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("eventagg", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", ":8080", "`address` to listen on")
+	fs.StringVar(&c.db, "db", "events.db", "SQLite database `path` (created if missing)")
+	fs.StringVar(&c.sync, "sync", "full", "SQLite durability: full (fsync every commit), normal or off")
+	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest publish request body, in `bytes`")
+	fs.IntVar(&c.maxBatch, "max-batch", httpapi.DefaultMaxBatch, "most `events` in one publish request")
+	fs.IntVar(&c.queueSize, "queue-size", 1024, "publish requests that may wait for the writer")
+	fs.DurationVar(&c.queueTimeout, "queue-timeout", time.Second, "how long a publish waits for room in a full queue before 503")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for requests under way")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	fs.BoolVar(&c.healthcheck, "healthcheck", false, "check the health of the server at -addr and exit 0 if healthy")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: eventagg [flags]\n\nServes the eventagg HTTP API. Each flag also reads EVENTAGG_<NAME> from the environment\n(for example -max-body reads EVENTAGG_MAX_BODY); a flag given on the command line wins.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := envName(f.Name)
+		if v := getenv(env); v != "" && !set[f.Name] {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, usageError{err}
+	}
+	switch {
+	case c.logFormat != "text" && c.logFormat != "json":
+		return nil, usageError{fmt.Errorf("-log-format must be text or json, not %q", c.logFormat)}
+	case c.maxBody <= 0 || c.maxBatch <= 0 || c.queueSize <= 0:
+		return nil, usageError{errors.New("-max-body, -max-batch and -queue-size must be positive")}
+	case c.db == "":
+		return nil, usageError{errors.New("-db must name a database file")}
+	}
+	if _, err := syncMode(c.sync); err != nil {
+		return nil, usageError{err}
+	}
+	return c, nil
+}
+
+// envName maps a flag name to its environment variable: max-body -> EVENTAGG_MAX_BODY.
+func envName(flagName string) string {
+	return "EVENTAGG_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func syncMode(s string) (eventagg.Sync, error) {
+	switch strings.ToLower(s) {
+	case "full":
+		return eventagg.SyncFull, nil
+	case "normal":
+		return eventagg.SyncNormal, nil
+	case "off":
+		return eventagg.SyncOff, nil
+	}
+	return 0, fmt.Errorf("-sync must be full, normal or off, not %q", s)
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// run is the whole program; main only wires it to the process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.version {
+		fmt.Fprintln(stdout, "eventagg", buildVersion())
+		return nil
+	}
+	if cfg.healthcheck {
+		return healthcheck(ctx, cfg.addr)
+	}
+	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel})
+	if cfg.logFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel})
+	}
+	log := slog.New(handler)
+	return serve(ctx, cfg, log)
+}
+
+func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
+	mode, _ := syncMode(cfg.sync) // checked by parseConfig
+	store, err := eventagg.OpenSQLite(cfg.db, &eventagg.SQLiteOptions{Sync: mode})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing the store: %w", cerr))
+		}
+		log.Info("store closed", "db", cfg.db)
+	}()
+	agg, err := eventagg.New(store, &eventagg.Options{
+		QueueSize:    cfg.queueSize,
+		QueueTimeout: cfg.queueTimeout,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	defer agg.Close() // a no-op after the drain below; releases the writer on early returns
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler: httpapi.NewHandler(agg, &httpapi.Options{
+			MaxBodyBytes: cfg.maxBody,
+			MaxBatch:     cfg.maxBatch,
+			Logger:       log,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "db", cfg.db, "sync", cfg.sync, "version", buildVersion())
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.shutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("requests still under way at the shutdown timeout were cut", "error", err)
+		srv.Close()
+	}
+	if err := agg.Close(); err != nil {
+		return fmt.Errorf("draining the queue: %w", err)
+	}
+	log.Info("queue drained")
+	return nil
+}
+
+// healthcheck asks the server listening at addr for /health.
+func healthcheck(ctx context.Context, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usageError{fmt.Errorf("-addr %q: %w", addr, err)}
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	client, err := httpapi.NewClient("http://"+net.JoinHostPort(host, port), &httpapi.ClientOptions{MaxAttempts: 1})
+	if err != nil {
+		return err
+	}
+	if err := client.Health(ctx); err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	return nil
+}
