@@ -327,7 +327,7 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, StatsResponse{Stats: st, UptimeSeconds: h.uptime().Seconds()})
+	writeJSON(w, http.StatusOK, StatsResponse{Stats: st, UptimeSeconds: float64(h.uptime().Milliseconds()) / 1000})
 }
 
 func (h *Handler) uptime() time.Duration {
