@@ -21,8 +21,11 @@ type Store interface {
 	// Events are accepted in slice order and get increasing sequence numbers.
 	// Append does not validate: callers pass events that passed [Event.Validate]
 	// with a non-zero Timestamp.
-	// On error nothing is stored and no counter moves. Returns ErrClosed after
-	// Close, and ctx.Err() (possibly wrapped) if ctx ends first.
+	// On error nothing is stored and no counter moves, with one exception
+	// for networked stores: if the connection fails while the commit is in
+	// flight, the outcome is unknown and the batch may be stored (resending
+	// it is safe). Returns ErrClosed after Close, and ctx.Err() (possibly
+	// wrapped) if ctx ends first.
 	Append(ctx context.Context, events []Event) ([]bool, error)
 
 	// Events lists stored events matching q in acceptance order, with Seq set.
@@ -65,6 +68,8 @@ var (
 	// for room in the Aggregator's queue. The batch was not stored.
 	ErrQueueFull = errors.New("eventagg: queue full")
 	// ErrStore wraps an error from the Store during Publish: the batch was not
-	// stored and no counter moved. The store's own error is wrapped too.
+	// stored and no counter moved (for a networked store, unless the
+	// connection failed during the commit; see Store.Append). The store's own
+	// error is wrapped too. Resending the batch is safe.
 	ErrStore = errors.New("eventagg: store failed")
 )

@@ -1,0 +1,125 @@
+// Package postgres is an [eventagg.Store] in PostgreSQL, for several stateless
+// eventagg replicas that share one database.
+//
+// Every replica opens a [Store] on the same database and schema and gives it
+// to [eventagg.New]. Deduplication is exact across replicas: a key is stored
+// once, whichever replica receives it first, and the counters are global.
+//
+//	store, err := postgres.Open(ctx, "postgres://eventagg@db:5432/events", nil)
+//	if err != nil { ... }
+//	defer store.Close()
+//	agg, err := eventagg.New(store, nil)
+//	if err != nil { ... }
+//	defer agg.Close() // before store.Close: it drains the queue into the store
+//
+// It uses github.com/jackc/pgx/v5 and its pool, pgxpool. It needs PostgreSQL
+// 12 or later, and is tested on 15.
+//
+// # Connecting
+//
+// The DSN is a URL or a keyword/value string, as [pgxpool.ParseConfig] reads it:
+//
+//	postgres://user:password@host:5432/dbname?sslmode=verify-full
+//	host=/var/run/postgresql dbname=events
+//
+// The PG* environment variables (PGHOST, PGPASSWORD, ...) fill in what the DSN
+// leaves out, and pool settings such as pool_max_conns may be given in it;
+// [Options].MaxConns overrides the latter. Sessions run at the read committed
+// isolation level. Unless the DSN sets them, they are named "eventagg" in
+// pg_stat_activity (application_name), and ask the server to probe an idle
+// TCP connection after 30s, so that the server drops a vanished client, and
+// the lock an Append of it holds, within about a minute
+// (tcp_keepalives_idle=30, tcp_keepalives_interval=10, tcp_keepalives_count=3).
+// The database encoding must be UTF8.
+//
+// # Schema
+//
+// The tables live in a PostgreSQL schema of their own, [DefaultSchema] unless
+// [Options].Schema names another; Open creates it if it does not exist, so a
+// role without CREATE on the database needs it made beforehand:
+//
+//	eventagg_schema   the schema version, one row
+//	events            seq, topic, event_id, ts, source, payload
+//	events_seq        the sequence that numbers events
+//	counters          received, unique_processed, duplicate_dropped per (topic, shard)
+//
+// Topic and EventID are text in the "C" collation, so keys are compared byte
+// for byte. The timestamp is a bigint of nanoseconds since the Unix epoch
+// (timestamptz keeps only microseconds); to_timestamp(ts / 1e9) reads it.
+// The payload is bytea, holding the JSON exactly as published (jsonb would
+// rewrite it), or NULL for none.
+//
+// Open creates and upgrades the schema in one transaction, holding the
+// schema's advisory lock (pg_advisory_xact_lock on a 64-bit key hashed from
+// the schema name), so that replicas starting at once migrate it once. It records the schema version and refuses a schema
+// written by a newer eventagg, or one holding an events, counters or
+// events_seq relation that eventagg did not create. Other tables may share the
+// schema.
+//
+// # Append
+//
+// [Store.Append] costs one round trip and one transaction: it takes the
+// schema's advisory lock, reserves a block of sequence numbers, inserts the
+// first copy of each key of the batch with INSERT ... ON CONFLICT DO NOTHING
+// from arrays (unnest), adds to the counters, and commits. Later copies within
+// the batch are dropped before they reach PostgreSQL ([eventagg.FirstInBatch]).
+//
+// # Listing order across replicas
+//
+// [Store.Events] lists events by Seq, and a reader pages with Query.After.
+// With several writers, numbers drawn from a sequence may commit out of
+// order: had a transaction with Seq 10 still been running when one with Seq 11
+// committed, a reader could list 11, page on with After=11, and never see 10.
+//
+// The store rules this out: Append holds the schema's advisory lock from
+// before it reserves its sequence numbers until it commits, so transactions
+// commit in the order of their numbers. Hence Events lists a prefix of the
+// events in Seq order: once it yields an event with Seq s, every event with a
+// lower Seq that will ever be stored is already visible. A reader paging with
+// After sees every event exactly once, whichever replica stored it, and sees
+// an event as soon as Append returned.
+//
+// The cost is that Appends to one schema, from all replicas, run one at a
+// time from their lock to their commit. Each Aggregator merges concurrent
+// Publish calls into one Append (group commit), so under load batches grow
+// and a round of commits serves many callers; the ceiling is the rate at which
+// one PostgreSQL backend inserts rows. Readers take no lock and never wait for
+// writers. Appends hold a connection while they wait for the lock.
+//
+// The other way, readers listing only events older than every running
+// transaction (pg_snapshot_xmin), lets writers run in parallel but makes
+// listings lag behind any long transaction in the cluster, not only eventagg's,
+// so an event could stay unlisted after Publish returned; it also needs the
+// sequence numbers drawn in transaction id order, which brings a lock back.
+//
+// Sequence numbers have gaps: duplicates and failed Appends use up numbers too.
+//
+// # Counters
+//
+// Each topic's counters are spread over [Options].CounterShards rows; each
+// Append adds to one, chosen at random, in the same transaction as its events,
+// and [Store.Stats] sums them in one query. Since the append lock already
+// orders Appends, sharding does not speed them up today; it keeps each
+// topic's counters from being one row rewritten by every Append of every
+// replica.
+//
+// # Durability
+//
+// Append returns after PostgreSQL acknowledged the commit. What the commit
+// survives is PostgreSQL's to say: with synchronous_commit on (the default) it
+// survives a crash of the database server, with synchronous standbys it is
+// also on them, and with synchronous_commit off the last commits may be lost in
+// a server crash, though events and counters still agree. This replaces
+// [eventagg.SQLiteOptions].Sync.
+//
+// Unlike with SQLite, a commit can be in doubt: if the connection fails or ctx
+// ends while the commit is in flight, Append returns an error although the
+// batch may have been stored. The Aggregator then reports [eventagg.ErrStore]
+// for a batch that may be stored; resending it is safe, its events are then
+// counted as duplicates.
+//
+// # Testing
+//
+// The tests read the DSN of a database from EVENTAGG_TEST_POSTGRES, work in
+// schemas of their own and drop them. Without it they skip, unless CI is set.
+package postgres

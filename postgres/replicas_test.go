@@ -1,0 +1,391 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/eventagg/eventagg"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// TestListingUnderConcurrentWriters checks the listing guarantee: while
+// writers on two Stores (two pools, as two replicas) append concurrently,
+// readers paging with Query.After see every stored event exactly once and in
+// increasing Seq order. Without the append lock, a transaction holding lower
+// sequence numbers can commit after one holding higher numbers, and a reader
+// whose cursor passed the higher ones would skip the lower ones for ever.
+func TestListingUnderConcurrentWriters(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	stores := []eventagg.Store{MustOpen(t, dsn, schema), MustOpen(t, dsn, schema)}
+	const (
+		writers = 8 // per store: 4
+		appends = 40
+		maxSize = 20
+	)
+	var (
+		mu      sync.Mutex
+		stored  = make(map[eventagg.Key]bool) // keys Append reported new
+		writing sync.WaitGroup
+		done    = make(chan struct{}) // closed when every writer has returned
+	)
+	for w := range writers {
+		writing.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 2))
+			for i := range appends {
+				batch := make([]eventagg.Event, 1+rng.IntN(maxSize))
+				for j := range batch {
+					// Mostly this writer's own new keys; some keys of the
+					// other writers, some of its own again.
+					id := fmt.Sprintf("w%d-%d-%d", w, i, j)
+					if rng.IntN(5) == 0 {
+						id = fmt.Sprintf("w%d-%d-%d", rng.IntN(writers), rng.IntN(i+1), rng.IntN(maxSize))
+					}
+					batch[j] = event([]string{"a", "b"}[rng.IntN(2)], id)
+				}
+				isNew, err := stores[w%2].Append(t.Context(), batch)
+				if err != nil {
+					t.Errorf("writer %d: Append error: %v", w, err)
+					return
+				}
+				mu.Lock()
+				for j, e := range batch {
+					if isNew[j] {
+						if stored[e.Key()] {
+							t.Errorf("key %v reported new twice", e.Key())
+						}
+						stored[e.Key()] = true
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+
+	type reader struct {
+		topic string
+		limit int
+		seen  map[eventagg.Key]bool
+		pages int
+	}
+	readers := []*reader{{limit: 7}, {limit: 0}, {topic: "a", limit: 13}}
+	var reading sync.WaitGroup
+	for r, rd := range readers {
+		rd.seen = make(map[eventagg.Key]bool)
+		reading.Go(func() {
+			var last int64
+			for {
+				finished := isClosed(done) // read before the page: a page after it sees everything
+				n := 0
+				q := eventagg.Query{Topic: rd.topic, After: last, Limit: rd.limit}
+				for e, err := range stores[r%2].Events(t.Context(), q) {
+					if err != nil {
+						t.Errorf("reader %d: Events(%+v) error: %v", r, q, err)
+						return
+					}
+					if e.Seq <= last {
+						t.Errorf("reader %d: Seq %d listed after %d", r, e.Seq, last)
+					}
+					if rd.seen[e.Key()] {
+						t.Errorf("reader %d: key %v listed twice", r, e.Key())
+					}
+					if rd.topic != "" && e.Topic != rd.topic {
+						t.Errorf("reader %d: event of topic %q in a listing of %q", r, e.Topic, rd.topic)
+					}
+					rd.seen[e.Key()] = true
+					last = e.Seq
+					n++
+				}
+				rd.pages++
+				if finished && n == 0 {
+					return
+				}
+			}
+		})
+	}
+	writing.Wait()
+	close(done)
+	reading.Wait()
+	if t.Failed() {
+		return
+	}
+
+	for r, rd := range readers {
+		want := make(map[eventagg.Key]bool)
+		for k := range stored {
+			if rd.topic == "" || k.Topic == rd.topic {
+				want[k] = true
+			}
+		}
+		if diff := cmp.Diff(want, rd.seen); diff != "" {
+			t.Errorf("reader %d (topic %q, limit %d) listed a different set of events (-want +got):\n%s",
+				r, rd.topic, rd.limit, diff)
+		}
+		t.Logf("reader %d: %d events in %d listings", r, len(rd.seen), rd.pages)
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// publication is a Publish call that returned nil, with what it was told.
+type publication struct {
+	events []eventagg.Event
+	res    eventagg.Result
+}
+
+// expectation is what the acknowledged publications imply about the store.
+type expectation struct {
+	topics map[string]eventagg.Counts
+	first  map[eventagg.Key]eventagg.Event // the copy reported new, per key
+}
+
+// expect tallies acknowledged publications, and checks that each key offered
+// was reported new by exactly one of them.
+func expect(t *testing.T, pubs []publication) expectation {
+	t.Helper()
+	x := expectation{topics: make(map[string]eventagg.Counts), first: make(map[eventagg.Key]eventagg.Event)}
+	offered := make(map[eventagg.Key]bool)
+	for _, p := range pubs {
+		for i, e := range p.events {
+			offered[e.Key()] = true
+			c := x.topics[e.Topic]
+			c.Received++
+			if p.res.New[i] {
+				c.UniqueProcessed++
+				if _, dup := x.first[e.Key()]; dup {
+					t.Errorf("key %v reported new twice", e.Key())
+				}
+				x.first[e.Key()] = e
+			} else {
+				c.DuplicateDropped++
+			}
+			x.topics[e.Topic] = c
+		}
+	}
+	for k := range offered {
+		if _, ok := x.first[k]; !ok {
+			t.Errorf("key %v was acknowledged but never reported new", k)
+		}
+	}
+	return x
+}
+
+// lister is what Store and Aggregator have in common.
+type lister interface {
+	Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error]
+	Stats(ctx context.Context) (eventagg.Stats, error)
+}
+
+// check compares what s holds with x: each key stored once, as the copy that
+// was reported new, and counters equal to the tallies.
+func (x expectation) check(t *testing.T, name string, s lister) {
+	t.Helper()
+	got := make(map[eventagg.Key]eventagg.Event)
+	for e, err := range s.Events(t.Context(), eventagg.Query{}) {
+		if err != nil {
+			t.Fatalf("%s: Events() error: %v", name, err)
+		}
+		if _, dup := got[e.Key()]; dup {
+			t.Errorf("%s: key %v listed twice", name, e.Key())
+		}
+		got[e.Key()] = e
+	}
+	for k, want := range x.first {
+		e, ok := got[k]
+		switch {
+		case !ok:
+			t.Errorf("%s: key %v was acknowledged but is not stored", name, k)
+		case e.Source != want.Source || string(e.Payload) != string(want.Payload) || !e.Timestamp.Equal(want.Timestamp):
+			e.Seq = 0
+			t.Errorf("%s: key %v is not stored as the copy reported new (-want +got):\n%s", name, k, cmp.Diff(want, e))
+		}
+		delete(got, k)
+	}
+	for k := range got {
+		t.Errorf("%s: key %v is stored but no acknowledged Publish reported it new", name, k)
+	}
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatalf("%s: Stats() error: %v", name, err)
+	}
+	var total eventagg.Counts
+	for _, c := range x.topics {
+		total.Add(c)
+	}
+	if diff := cmp.Diff(total, st.Counts); diff != "" {
+		t.Errorf("%s: Stats() totals mismatch (-want +got):\n%s", name, diff)
+	}
+	if diff := cmp.Diff(x.topics, st.Topics); diff != "" {
+		t.Errorf("%s: Stats().Topics mismatch (-want +got):\n%s", name, diff)
+	}
+}
+
+// payloadEvent returns an event whose payload names who published it, so
+// that the stored copy tells which publication won.
+func payloadEvent(topic, id, by string) eventagg.Event {
+	e := event(topic, id)
+	e.Source = by
+	e.Payload = json.RawMessage(`{"by":"` + by + `"}`)
+	return e
+}
+
+// TestReplicasAgree runs two Aggregators on two Stores over one schema, as
+// two replicas behind a load balancer, with producers that resend the same
+// keys to either. Each key is stored once, as the copy one Publish reported
+// new, and both replicas report the same counters.
+func TestReplicasAgree(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	s1, s2 := MustOpen(t, dsn, schema), MustOpen(t, dsn, schema)
+	aggs := []*eventagg.Aggregator{mustNew(t, s1), mustNew(t, s2)}
+	const (
+		producers = 16
+		batches   = 25
+		maxSize   = 30
+		keys      = 400
+	)
+	var (
+		mu   sync.Mutex
+		pubs []publication
+		wg   sync.WaitGroup
+	)
+	for p := range producers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(p), 3))
+			for i := range batches {
+				batch := make([]eventagg.Event, 1+rng.IntN(maxSize))
+				for j := range batch {
+					by := fmt.Sprintf("p%d-%d-%d", p, i, j)
+					batch[j] = payloadEvent([]string{"x", "y", "z"}[rng.IntN(3)], strconv.Itoa(rng.IntN(keys)), by)
+				}
+				res, err := aggs[(p+i)%2].Publish(t.Context(), batch...)
+				if err != nil {
+					t.Errorf("producer %d: Publish error: %v", p, err)
+					return
+				}
+				mu.Lock()
+				pubs = append(pubs, publication{batch, res})
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	x := expect(t, pubs)
+	for i, a := range aggs {
+		x.check(t, fmt.Sprintf("replica %d", i+1), a)
+	}
+	st1, err1 := aggs[0].Stats(t.Context())
+	st2, err2 := aggs[1].Stats(t.Context())
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(st1, st2, cmpopts.IgnoreFields(eventagg.Stats{}, "StartedAt")); diff != "" {
+		t.Errorf("replicas disagree on Stats() (-replica1 +replica2):\n%s", diff)
+	}
+}
+
+// TestReplicaClosedMidLoad closes one replica while producers publish to
+// both; producers told ErrClosed resend to the other, as they would through a
+// load balancer. Nothing either replica acknowledged is lost.
+func TestReplicaClosedMidLoad(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	s1, s2 := MustOpen(t, dsn, schema), MustOpen(t, dsn, schema)
+	aggs := []*eventagg.Aggregator{mustNew(t, s1), mustNew(t, s2)}
+	const (
+		producers = 12
+		batches   = 30
+		maxSize   = 20
+		keys      = 300
+	)
+	var (
+		mu        sync.Mutex
+		pubs      []publication
+		acked     atomic.Int64
+		closeNow  = make(chan struct{})
+		closeOnce sync.Once
+		resent    atomic.Int64
+		wg        sync.WaitGroup
+	)
+	for p := range producers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(p), 4))
+			for i := range batches {
+				batch := make([]eventagg.Event, 1+rng.IntN(maxSize))
+				for j := range batch {
+					by := fmt.Sprintf("p%d-%d-%d", p, i, j)
+					batch[j] = payloadEvent([]string{"x", "y"}[rng.IntN(2)], strconv.Itoa(rng.IntN(keys)), by)
+				}
+				target := (p + i) % 2
+				res, err := aggs[target].Publish(t.Context(), batch...)
+				if errors.Is(err, eventagg.ErrClosed) && target == 0 {
+					resent.Add(1)
+					res, err = aggs[1].Publish(t.Context(), batch...)
+				}
+				if err != nil {
+					t.Errorf("producer %d: Publish error: %v", p, err)
+					return
+				}
+				mu.Lock()
+				pubs = append(pubs, publication{batch, res})
+				mu.Unlock()
+				if acked.Add(1) == producers*batches/3 {
+					closeOnce.Do(func() { close(closeNow) })
+				}
+			}
+		})
+	}
+	<-closeNow
+	// Close the first replica as its process would on SIGTERM: drain the
+	// aggregator, then close the store.
+	if err := aggs[0].Close(); err != nil {
+		t.Errorf("Aggregator.Close() error: %v", err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Errorf("Store.Close() error: %v", err)
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if _, err := aggs[0].Publish(t.Context(), event("x", "late")); !errors.Is(err, eventagg.ErrClosed) {
+		t.Errorf("Publish on the closed replica = %v, want ErrClosed", err)
+	}
+	t.Logf("%d publications acknowledged, %d resent to the second replica", len(pubs), resent.Load())
+	if resent.Load() == 0 {
+		t.Log("no publication was resent: the close came after every producer had moved on")
+	}
+	x := expect(t, pubs)
+	x.check(t, "surviving replica", aggs[1])
+	// A replica started afresh over the same schema sees the same.
+	x.check(t, "restarted replica", mustNew(t, MustOpen(t, dsn, schema)))
+}
+
+func mustNew(tb testing.TB, s eventagg.Store) *eventagg.Aggregator {
+	tb.Helper()
+	a, err := eventagg.New(s, nil)
+	if err != nil {
+		tb.Fatalf("New() error: %v", err)
+	}
+	tb.Cleanup(func() { a.Close() })
+	return a
+}

@@ -1,0 +1,131 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// schemaVersion is the version of the tables this package reads and writes.
+const schemaVersion = 1
+
+// migrations[v] moves a schema from version v to v+1. {schema} stands for the
+// quoted schema name. Versions are recorded in the table eventagg_schema; add
+// new steps at the end, never edit old ones.
+var migrations = []string{
+	0: `
+CREATE TABLE {schema}.eventagg_schema (
+	id      boolean PRIMARY KEY DEFAULT true CHECK (id),
+	version integer NOT NULL
+);
+-- Append reserves a block of numbers per call with setval under the append
+-- lock; the default CACHE 1 keeps the values in call order.
+CREATE SEQUENCE {schema}.events_seq AS bigint;
+CREATE TABLE {schema}.events (
+	seq      bigint PRIMARY KEY,
+	topic    text COLLATE "C" NOT NULL,
+	event_id text COLLATE "C" NOT NULL,
+	ts       bigint NOT NULL, -- nanoseconds since the Unix epoch
+	source   text NOT NULL DEFAULT '',
+	payload  bytea,           -- the JSON bytes as published; NULL for none
+	UNIQUE (topic, event_id)
+);
+CREATE INDEX events_topic_seq ON {schema}.events (topic, seq);
+CREATE TABLE {schema}.counters (
+	topic             text COLLATE "C" NOT NULL,
+	shard             integer NOT NULL,
+	received          bigint NOT NULL,
+	unique_processed  bigint NOT NULL,
+	duplicate_dropped bigint NOT NULL,
+	PRIMARY KEY (topic, shard)
+);
+`,
+}
+
+// tables are the relations of the schema, checked when a schema holds no
+// version table: their presence means the schema is someone else's.
+var tables = []string{"eventagg_schema", "events_seq", "events", "counters"}
+
+// expand replaces {schema} in sql with the quoted schema name.
+func (s *Store) expand(sql string) string {
+	return strings.ReplaceAll(sql, "{schema}", s.quoted)
+}
+
+// migrate creates or upgrades the schema in one transaction, under the
+// append lock, so that replicas opening at once migrate it once.
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) // no-op after Commit
+	if enc := tx.Conn().PgConn().ParameterStatus("server_encoding"); enc != "UTF8" {
+		return fmt.Errorf("database encoding is %s; eventagg needs UTF8", enc)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, s.lockKey); err != nil {
+		return err
+	}
+	version, err := s.schemaVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if version > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this eventagg supports (%d): upgrade eventagg",
+			version, schemaVersion)
+	}
+	for v := version; v < schemaVersion; v++ {
+		if _, err := tx.Exec(ctx, s.expand(migrations[v])); err != nil {
+			return fmt.Errorf("migrate schema version %d to %d: %w", v, v+1, err)
+		}
+	}
+	if version < schemaVersion {
+		if _, err := tx.Exec(ctx, s.expand(`INSERT INTO {schema}.eventagg_schema (version) VALUES ($1)
+			ON CONFLICT (id) DO UPDATE SET version = excluded.version`), schemaVersion); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// schemaVersion returns the version recorded in the schema, creating the
+// schema if it does not exist, or 0 for a new schema.
+func (s *Store) schemaVersion(ctx context.Context, tx pgx.Tx) (int, error) {
+	var exists bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, s.schema).Scan(&exists)
+	if err != nil {
+		return 0, err
+	}
+	if !exists {
+		// Checking first lets a role without CREATE on the database use a
+		// schema made for it.
+		_, err := tx.Exec(ctx, `CREATE SCHEMA `+s.quoted)
+		return 0, err
+	}
+	var found []string
+	err = tx.QueryRow(ctx, `SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = ANY ($2)`, s.schema, tables).Scan(&found)
+	if err != nil {
+		return 0, err
+	}
+	if len(found) == 0 {
+		return 0, nil
+	}
+	if !slices.Contains(found, "eventagg_schema") {
+		return 0, fmt.Errorf("not an eventagg schema: it holds %s but no eventagg_schema table",
+			strings.Join(found, ", "))
+	}
+	var version int
+	err = tx.QueryRow(ctx, s.expand(`SELECT version FROM {schema}.eventagg_schema`)).Scan(&version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, errors.New("not an eventagg schema: its eventagg_schema table is empty")
+	}
+	if err != nil {
+		return 0, err
+	}
+	return version, nil
+}
