@@ -3,56 +3,201 @@ package eventagg_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/internal/eventgen"
 	"github.com/eventagg/eventagg/storetest"
+	"github.com/ncruces/go-sqlite3"
 )
 
-// BenchmarkPublish measures durable Publish throughput on SQLite (SyncFull)
-// from one goroutine: each call waits for its own commit.
-func BenchmarkPublish(b *testing.B) {
-	for _, size := range storetest.BatchSizes {
-		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
-			agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), nil)
-			gen := storetest.NewGenerator(1)
-			ctx := context.Background()
-			events := 0
-			for b.Loop() {
-				batch := gen.Batch(size, storetest.DuplicateRatio)
-				if _, err := agg.Publish(ctx, batch...); err != nil {
-					b.Fatal(err)
-				}
-				events += size
-			}
-			b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
-		})
+// Every benchmark here runs with sequential and random (UUID-like) ids, at
+// batch sizes 1, 100 and 1000, with 20% duplicates, on SQLite with
+// synchronous=FULL, and reports events/s. Compare them in one run:
+//
+//	go test -run '^$' -bench 'RawInsert|SQLiteStoreAppend|Publish' .
+
+func forEachShape(b *testing.B, fn func(b *testing.B, ids string, size int)) {
+	for _, ids := range eventgen.Kinds {
+		for _, size := range storetest.BatchSizes {
+			b.Run(fmt.Sprintf("ids=%s/batch=%d", ids, size), func(b *testing.B) { fn(b, ids, size) })
+		}
 	}
 }
 
-// BenchmarkPublishParallel measures Publish on SQLite (SyncFull) from 32
-// goroutines per CPU at once: group commit merges their calls.
-func BenchmarkPublishParallel(b *testing.B) {
-	for _, size := range storetest.BatchSizes {
-		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
-			agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), nil)
-			var seed, events atomic.Int64
-			b.SetParallelism(32)
-			b.RunParallel(func(pb *testing.PB) {
-				gen := storetest.NewGenerator(uint64(seed.Add(1)))
-				for pb.Next() {
-					if _, err := agg.Publish(context.Background(), gen.Batch(size, storetest.DuplicateRatio)...); err != nil {
+func reportRate(b *testing.B, events int64) {
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRawInsert is the baseline: a bare ncruces prepared-statement loop
+// inserting into the store's own schema, one transaction per batch, with the
+// store's pragmas (WAL, synchronous=FULL), and nothing else: no validation,
+// no counters, no queue. It is the most Append and Publish could reach.
+func BenchmarkRawInsert(b *testing.B) {
+	forEachShape(b, func(b *testing.B, ids string, size int) {
+		path := filepath.Join(b.TempDir(), "events.db")
+		s, err := eventagg.OpenSQLite(path, nil) // creates the schema
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+		c, err := sqlite3.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; INSERT INTO topics (name) VALUES ('bench')`); err != nil {
+			b.Fatal(err)
+		}
+		topicID := c.LastInsertRowID()
+		ins, _, err := c.Prepare(`INSERT INTO events (topic_id, event_id, ts, source, payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ins.Close()
+		gen := eventgen.New(1, ids)
+		var events int64
+		for b.Loop() {
+			batch := gen.Batch(size, storetest.DuplicateRatio)
+			if err := c.Exec(`BEGIN IMMEDIATE`); err != nil {
+				b.Fatal(err)
+			}
+			for i := range batch {
+				e := &batch[i]
+				ins.BindInt64(1, topicID)
+				ins.BindText(2, e.EventID)
+				ins.BindInt64(3, e.Timestamp.UnixNano())
+				ins.BindText(4, e.Source)
+				ins.BindBlob(5, e.Payload)
+				if err := ins.Exec(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := c.Exec(`COMMIT`); err != nil {
+				b.Fatal(err)
+			}
+			events += int64(size)
+		}
+		reportRate(b, events)
+	})
+}
+
+// BenchmarkPublish measures durable Publish on SQLite from one goroutine:
+// each call waits for its own commit.
+func BenchmarkPublish(b *testing.B) {
+	forEachShape(b, func(b *testing.B, ids string, size int) {
+		agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), nil)
+		gen := eventgen.New(1, ids)
+		ctx := context.Background()
+		var events int64
+		for b.Loop() {
+			if _, err := agg.Publish(ctx, gen.Batch(size, storetest.DuplicateRatio)...); err != nil {
+				b.Fatal(err)
+			}
+			events += int64(size)
+		}
+		reportRate(b, events)
+	})
+}
+
+// BenchmarkPublish32 measures Publish on SQLite from 32 goroutines at once:
+// group commit merges their calls into shared transactions.
+func BenchmarkPublish32(b *testing.B) {
+	forEachShape(b, func(b *testing.B, ids string, size int) {
+		agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), nil)
+		const publishers = 32
+		// Each publisher makes its batches ahead; b.N is shared out between them.
+		gens := make([]*eventgen.Generator, publishers)
+		for i := range gens {
+			gens[i] = eventgen.New(uint64(i+1), ids)
+		}
+		var calls atomic.Int64
+		b.ResetTimer()
+		var wg sync.WaitGroup
+		for i := range publishers {
+			wg.Go(func() {
+				for calls.Add(1) <= int64(b.N) {
+					if _, err := agg.Publish(context.Background(), gens[i].Batch(size, storetest.DuplicateRatio)...); err != nil {
 						b.Error(err)
 						return
 					}
-					events.Add(int64(size))
 				}
 			})
-			b.ReportMetric(float64(events.Load())/b.Elapsed().Seconds(), "events/s")
-		})
-	}
+		}
+		wg.Wait()
+		reportRate(b, int64(b.N)*int64(size))
+	})
 }
 
 var _ eventagg.Store = (*eventagg.SQLiteStore)(nil)
+
+// prefilled returns the path of a new copy of a database holding n events
+// made by eventgen.New(1, ids), and a generator that continues
+// after them. The first call for (ids, n) builds a template in the system's
+// temporary directory, which later runs reuse: building 5M events takes a
+// minute or two.
+func prefilled(b *testing.B, ids string, n int) (string, *eventgen.Generator) {
+	b.Helper()
+	gen := eventgen.New(1, ids)
+	path := filepath.Join(b.TempDir(), "events.db")
+	if n == 0 {
+		return path, gen
+	}
+	template := filepath.Join(os.TempDir(), fmt.Sprintf("eventagg-bench-%s-%d-v2.db", ids, n))
+	if _, err := os.Stat(template); err != nil {
+		b.Logf("building %s (%d events)", template, n)
+		s, err := eventagg.OpenSQLite(template+".tmp", &eventagg.SQLiteOptions{Sync: eventagg.SyncOff})
+		if err != nil {
+			b.Fatal(err)
+		}
+		build := eventgen.New(1, ids)
+		for made := 0; made < n; made += 10000 {
+			if _, err := s.Append(context.Background(), build.Batch(min(10000, n-made), 0)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil { // checkpoints the WAL into the file
+			b.Fatal(err)
+		}
+		if err := os.Rename(template+".tmp", template); err != nil {
+			b.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(template)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	gen.Skip(uint64(n))
+	return path, gen
+}
+
+// BenchmarkStoredRows measures Publish at batch 1000 (uuid ids, 20%
+// duplicates) as the store grows. Sizes above 0 run only with
+// EVENTAGG_BENCH_LARGE=1.
+func BenchmarkStoredRows(b *testing.B) {
+	for _, n := range []int{0, 1_000_000, 5_000_000} {
+		b.Run(fmt.Sprintf("stored=%d", n), func(b *testing.B) {
+			if n > 0 && os.Getenv("EVENTAGG_BENCH_LARGE") == "" {
+				b.Skip("set EVENTAGG_BENCH_LARGE=1 to run")
+			}
+			path, gen := prefilled(b, "uuid", n)
+			agg := MustNew(b, MustOpenSQLite(b, path, nil), nil)
+			ctx := context.Background()
+			var events int64
+			for b.Loop() {
+				if _, err := agg.Publish(ctx, gen.Batch(1000, storetest.DuplicateRatio)...); err != nil {
+					b.Fatal(err)
+				}
+				events += 1000
+			}
+			reportRate(b, events)
+		})
+	}
+}

@@ -92,8 +92,9 @@ CREATE INDEX events_topic_seq ON events (topic_id, seq);
 // SQLiteStore does not register a database/sql driver, so it coexists with any
 // other SQLite driver in the same program.
 type SQLiteStore struct {
-	path string
-	opts SQLiteOptions
+	path     string
+	opts     SQLiteOptions
+	syncMode string // PRAGMA synchronous value
 
 	mu       sync.Mutex // guards the writer
 	w        *sqlite3.Conn
@@ -107,7 +108,23 @@ type SQLiteStore struct {
 	idle  chan *sqliteReader // open readers not in use
 	done  chan struct{}      // closed by Close
 	once  sync.Once
+
+	// Checkpoints run on a connection of their own, off the writer's path.
+	walPages   int           // WAL size after the last commit; guarded by mu
+	ckpt       chan struct{} // buffered: a checkpoint is wanted
+	ckptExited chan struct{} // closed when the checkpointer has closed its connection
 }
+
+// Checkpoint thresholds, in WAL pages. After a commit that leaves the WAL at
+// ckptPages or more, the checkpointer copies it into the database in the
+// background while the writer goes on. Should the WAL still reach
+// ckptHardPages (the checkpointer cannot keep up, or a long read holds it
+// back), the writer checkpoints itself before its next transaction, which
+// bounds the WAL and the cost of reading through it.
+const (
+	ckptPages     = 2048
+	ckptHardPages = 16384
+)
 
 // OpenSQLite opens the database at path, creating the file and the schema if
 // needed. opts may be nil.
@@ -135,14 +152,40 @@ func OpenSQLite(path string, opts *SQLiteOptions) (*SQLiteStore, error) {
 	s.slots = make(chan struct{}, s.opts.MaxReaders)
 	s.idle = make(chan *sqliteReader, s.opts.MaxReaders)
 
-	if err := s.openWriter(syncMode); err != nil {
+	s.syncMode = syncMode
+	if err := s.openWriter(); err != nil {
 		closeConn(s.w)
 		return nil, fmt.Errorf("eventagg: open %s: %w", path, err)
 	}
+	ckptConn, err := s.openConn()
+	if err != nil {
+		closeConn(s.w)
+		return nil, fmt.Errorf("eventagg: open %s: %w", path, err)
+	}
+	s.ckpt = make(chan struct{}, 1)
+	s.ckptExited = make(chan struct{})
+	go s.checkpointer(ckptConn)
 	return s, nil
 }
 
-func (s *SQLiteStore) openWriter(syncMode string) (err error) {
+// checkpointer copies the WAL into the database whenever the writer asks,
+// without blocking it (PASSIVE), until Close.
+func (s *SQLiteStore) checkpointer(c *sqlite3.Conn) {
+	defer close(s.ckptExited)
+	defer closeConn(c)
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.ckpt:
+			// An error leaves the WAL to the next checkpoint, or to the
+			// writer's own once it passes ckptHardPages.
+			c.WALCheckpoint("main", sqlite3.CHECKPOINT_PASSIVE)
+		}
+	}
+}
+
+func (s *SQLiteStore) openWriter() (err error) {
 	if s.w, err = s.openConn(); err != nil {
 		return err
 	}
@@ -154,12 +197,19 @@ func (s *SQLiteStore) openWriter(syncMode string) (err error) {
 	} else if mode != "wal" {
 		return fmt.Errorf("cannot use WAL mode (journal_mode is %q)", mode)
 	}
-	if err = s.w.Exec(`PRAGMA synchronous=` + syncMode); err != nil {
+	if err = s.w.Exec(`PRAGMA synchronous=` + s.syncMode); err != nil {
 		return err
 	}
 	if err = s.migrate(); err != nil {
 		return err
 	}
+	if err = s.w.WALAutoCheckpoint(0); err != nil { // see checkpointer
+		return err
+	}
+	s.w.WALHook(func(_ *sqlite3.Conn, _ string, pages int) error {
+		s.walPages = pages
+		return nil
+	})
 	for _, p := range []struct {
 		stmt **sqlite3.Stmt
 		sql  string
@@ -249,6 +299,16 @@ func (s *SQLiteStore) migrateTx() error {
 // Path returns the database file path given to OpenSQLite.
 func (s *SQLiteStore) Path() string { return s.path }
 
+// closed reports whether Close has been called.
+func (s *SQLiteStore) closed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Append implements [Store.Append] in one IMMEDIATE transaction.
 // With SyncFull, it returns after the commit reached the disk.
 func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool, err error) {
@@ -257,13 +317,36 @@ func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.w == nil {
+	if s.closed() {
 		return nil, ErrClosed
 	}
+	if s.w == nil { // a panic discarded the writer: open a new one
+		if err := s.openWriter(); err != nil {
+			closeConn(s.w)
+			s.w = nil
+			return nil, err
+		}
+	}
+	defer func() {
+		// The driver panics when SQLite runs out of memory. The transaction
+		// is then abandoned; drop the connection rather than trust its state.
+		if p := recover(); p != nil {
+			isNew, err = nil, fmt.Errorf("sqlite: %v", p)
+			closeConnQuietly(s.w)
+			s.w = nil
+		}
+	}()
 	if !s.w.GetAutocommit() {
 		// A failed rollback left a transaction open; end it before going on.
 		if err := s.w.Exec(`ROLLBACK`); err != nil {
 			return nil, err
+		}
+	}
+	if s.walPages >= ckptHardPages {
+		// RESTART waits for readers, so that the next commit writes the WAL
+		// from its start. A failure is not the caller's: the next Append tries again.
+		if _, _, err := s.w.WALCheckpoint("main", sqlite3.CHECKPOINT_RESTART); err == nil {
+			s.walPages = 0
 		}
 	}
 	s.w.SetInterrupt(ctx)
@@ -289,6 +372,12 @@ func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool,
 	}
 	for name, id := range created {
 		s.topicIDs[name] = id
+	}
+	if s.walPages >= ckptPages {
+		select {
+		case s.ckpt <- struct{}{}:
+		default: // already asked
+		}
 	}
 	return isNew, nil
 }
@@ -412,52 +501,47 @@ func (s *SQLiteStore) Events(ctx context.Context, q Query) iter.Seq2[Event, erro
 }
 
 func (s *SQLiteStore) page(ctx context.Context, dst []Event, topic string, after int64, n int) ([]Event, error) {
-	r, err := s.acquire(ctx)
-	if err != nil {
-		return dst, err
-	}
-	defer s.release(r)
-	stmt := r.list
-	if topic != "" {
-		stmt = r.listTopic
-		if err := stmt.BindText(3, topic); err != nil {
-			return dst, err
+	err := s.read(ctx, func(r *sqliteReader) error {
+		stmt := r.list
+		if topic != "" {
+			stmt = r.listTopic
+			if err := stmt.BindText(3, topic); err != nil {
+				return err
+			}
 		}
-	}
-	if err := errors.Join(stmt.BindInt64(1, after), stmt.BindInt64(2, int64(n))); err != nil {
-		return dst, err
-	}
-	for stmt.Step() {
-		e := Event{
-			Seq:       stmt.ColumnInt64(0),
-			Topic:     stmt.ColumnText(1),
-			EventID:   stmt.ColumnText(2),
-			Timestamp: time.Unix(0, stmt.ColumnInt64(3)).UTC(),
-			Source:    stmt.ColumnText(4),
-			Payload:   stmt.ColumnBlob(5, nil),
+		if err := errors.Join(stmt.BindInt64(1, after), stmt.BindInt64(2, int64(n))); err != nil {
+			return err
 		}
-		dst = append(dst, e)
-	}
-	return dst, r.done(ctx, finish(stmt))
+		for stmt.Step() {
+			dst = append(dst, Event{
+				Seq:       stmt.ColumnInt64(0),
+				Topic:     stmt.ColumnText(1),
+				EventID:   stmt.ColumnText(2),
+				Timestamp: time.Unix(0, stmt.ColumnInt64(3)).UTC(),
+				Source:    stmt.ColumnText(4),
+				Payload:   stmt.ColumnBlob(5, nil),
+			})
+		}
+		return finish(stmt)
+	})
+	return dst, err
 }
 
 // Stats implements [Store.Stats]; the counters come from one read transaction.
 func (s *SQLiteStore) Stats(ctx context.Context) (Stats, error) {
-	r, err := s.acquire(ctx)
-	if err != nil {
-		return Stats{}, err
-	}
-	defer s.release(r)
 	topics := make(map[string]Counts)
-	stmt := r.stats
-	for stmt.Step() {
-		topics[stmt.ColumnText(0)] = Counts{
-			Received:         stmt.ColumnInt64(1),
-			UniqueProcessed:  stmt.ColumnInt64(2),
-			DuplicateDropped: stmt.ColumnInt64(3),
+	err := s.read(ctx, func(r *sqliteReader) error {
+		stmt := r.stats
+		for stmt.Step() {
+			topics[stmt.ColumnText(0)] = Counts{
+				Received:         stmt.ColumnInt64(1),
+				UniqueProcessed:  stmt.ColumnInt64(2),
+				DuplicateDropped: stmt.ColumnInt64(3),
+			}
 		}
-	}
-	if err := r.done(ctx, finish(stmt)); err != nil {
+		return finish(stmt)
+	})
+	if err != nil {
 		return Stats{}, err
 	}
 	return statsFromTopics(topics), nil
@@ -465,15 +549,28 @@ func (s *SQLiteStore) Stats(ctx context.Context) (Stats, error) {
 
 // Ping implements [Pinger]: it reads a page of the database.
 func (s *SQLiteStore) Ping(ctx context.Context) error {
+	return s.read(ctx, func(r *sqliteReader) error {
+		for r.ping.Step() {
+		}
+		return finish(r.ping)
+	})
+}
+
+// read runs fn on a reader of the pool. A panic of the driver (SQLite out of
+// memory) becomes an error, and the reader is closed rather than reused.
+func (s *SQLiteStore) read(ctx context.Context, fn func(*sqliteReader) error) (err error) {
 	r, err := s.acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer s.release(r)
-	stmt := r.ping
-	for stmt.Step() {
-	}
-	return r.done(ctx, finish(stmt))
+	defer func() {
+		p := recover()
+		if p != nil {
+			err = fmt.Errorf("sqlite: %v", p)
+		}
+		s.release(r, p != nil)
+	}()
+	return r.done(ctx, fn(r))
 }
 
 // Close waits for the write and the reads under way, then closes every
@@ -482,8 +579,9 @@ func (s *SQLiteStore) Close() error {
 	var err error
 	s.once.Do(func() {
 		close(s.done)
+		<-s.ckptExited
 		s.mu.Lock()
-		err = closeConn(s.w)
+		err = closeConn(s.w) // the last connection to close checkpoints the WAL
 		s.w = nil
 		s.mu.Unlock()
 		for range cap(s.slots) { // wait for readers in use
@@ -532,12 +630,12 @@ func (s *SQLiteStore) acquire(ctx context.Context) (*sqliteReader, error) {
 	return r, nil
 }
 
-func (s *SQLiteStore) release(r *sqliteReader) {
-	r.conn.SetInterrupt(context.Background())
-	select {
-	case <-s.done:
-		closeConn(r.conn)
-	default:
+// release returns r to the pool, or closes it if it is broken or the store closed.
+func (s *SQLiteStore) release(r *sqliteReader, broken bool) {
+	if broken || s.closed() {
+		closeConnQuietly(r.conn)
+	} else {
+		r.conn.SetInterrupt(context.Background())
 		s.idle <- r // never blocks: at most cap(slots) readers exist
 	}
 	<-s.slots
@@ -616,6 +714,13 @@ func pragmaText(c *sqlite3.Conn, name string) (string, error) {
 		v = stmt.ColumnText(0)
 	}
 	return v, errors.Join(stmt.Err(), stmt.Close())
+}
+
+// closeConnQuietly closes c, ignoring errors and driver panics: it is for
+// connections given up on.
+func closeConnQuietly(c *sqlite3.Conn) {
+	defer func() { recover() }()
+	closeConn(c)
 }
 
 // closeConn finalises the statements of c, then closes it.

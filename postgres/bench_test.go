@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/internal/eventgen"
 	"github.com/eventagg/eventagg/storetest"
 )
 
@@ -26,7 +27,7 @@ func BenchmarkAppendTwoReplicas(b *testing.B) {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
 			schema := newSchema(b, dsn)
 			stores := []eventagg.Store{MustOpen(b, dsn, schema), MustOpen(b, dsn, schema)}
-			gens := []*storetest.Generator{storetest.NewGenerator(1), storetest.NewGenerator(2)}
+			gens := []*eventgen.Generator{eventgen.New(1, "seq"), eventgen.New(2, "seq")}
 			ctx := context.Background()
 			var (
 				events atomic.Int64
@@ -71,7 +72,7 @@ func BenchmarkPublishTwoReplicas(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				p := producers.Add(1)
-				gen := storetest.NewGenerator(p)
+				gen := eventgen.New(p, "seq")
 				agg := aggs[p%2]
 				for pb.Next() {
 					batch := gen.Batch(size, storetest.DuplicateRatio)

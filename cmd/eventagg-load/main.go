@@ -1,0 +1,270 @@
+// Command eventagg-load publishes generated events to a running eventagg
+// server and reports throughput and latency.
+//
+//	eventagg-load [-url http://127.0.0.1:8080] [-clients 8] [-batch 1000] [-dups 0.2] [-events 200000] [-ids uuid]
+//
+// Each of -clients concurrent clients sends batches of -batch events until
+// -events have been sent in all; about -dups of each batch resends ids the
+// same client sent before. A progress line is printed every second. At the
+// end it prints events/s, requests/s and request latency (p50, p90, p99,
+// max), then checks the server's /stats: the run must have added exactly one
+// stored event per distinct id sent, and received = unique + duplicates.
+// With -pid, it also reports the server process's peak resident memory.
+//
+// It only talks to the URL it is given. Ids are fresh on every run, so runs
+// against the same server do not overlap.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/eventagg/eventagg/httpapi"
+	"github.com/eventagg/eventagg/internal/eventgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "eventagg-load:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	url      string
+	clients  int
+	batch    int
+	dups     float64
+	events   int
+	ids      string
+	token    string
+	pid      int
+	progress time.Duration
+	seed     uint64
+}
+
+func parseConfig(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("eventagg-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "eventagg server `URL`")
+	fs.IntVar(&c.clients, "clients", 8, "concurrent clients")
+	fs.IntVar(&c.batch, "batch", 1000, "events per request")
+	fs.Float64Var(&c.dups, "dups", 0.2, "share of each batch that resends earlier ids (0 to 1)")
+	fs.IntVar(&c.events, "events", 200000, "events to send in all")
+	fs.StringVar(&c.ids, "ids", "uuid", "event ids: uuid (random) or seq (sequential)")
+	fs.StringVar(&c.token, "token", os.Getenv("EVENTAGG_TOKEN"), "bearer token (default $EVENTAGG_TOKEN)")
+	fs.IntVar(&c.pid, "pid", 0, "server process id, to report its peak resident memory (Linux)")
+	fs.DurationVar(&c.progress, "progress", time.Second, "interval of progress lines (0: none)")
+	fs.Uint64Var(&c.seed, "seed", 0, "seed of the generated ids (default: from the clock, fresh every run)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case c.clients < 1 || c.batch < 1 || c.events < 1:
+		return nil, errors.New("-clients, -batch and -events must be positive")
+	case c.dups < 0 || c.dups >= 1:
+		return nil, errors.New("-dups must be at least 0 and below 1")
+	case c.ids != "uuid" && c.ids != "seq":
+		return nil, fmt.Errorf("-ids must be uuid or seq, not %q", c.ids)
+	}
+	if c.seed == 0 {
+		c.seed = uint64(time.Now().UnixNano())
+	}
+	return c, nil
+}
+
+// tally is what the clients report, updated as they go.
+type tally struct {
+	events, requests, processed, duplicates, failures atomic.Int64
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	client, err := httpapi.NewClient(cfg.url, &httpapi.ClientOptions{Token: cfg.token})
+	if err != nil {
+		return err
+	}
+	before, err := client.Stats(ctx)
+	if err != nil {
+		return fmt.Errorf("reading %s/stats before the run: %w", cfg.url, err)
+	}
+
+	requests := (cfg.events + cfg.batch - 1) / cfg.batch
+	var (
+		t         tally
+		next      atomic.Int64 // requests handed out
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, requests)
+		made      atomic.Int64 // distinct ids generated
+		firstErr  error
+		wg        sync.WaitGroup
+	)
+	fmt.Fprintf(stdout, "eventagg-load: %d events to %s, %d clients, batch %d, %.0f%% duplicates, %s ids\n",
+		requests*cfg.batch, cfg.url, cfg.clients, cfg.batch, cfg.dups*100, cfg.ids)
+	start := time.Now()
+	for i := range cfg.clients {
+		wg.Go(func() {
+			gen := eventgen.New(cfg.seed+uint64(i)*0x9e3779b9, cfg.ids)
+			gen.Topic = "load"
+			var mine []time.Duration
+			defer func() {
+				made.Add(int64(gen.Made()))
+				mu.Lock()
+				latencies = append(latencies, mine...)
+				mu.Unlock()
+			}()
+			for next.Add(1) <= int64(requests) && ctx.Err() == nil {
+				batch := gen.Batch(cfg.batch, cfg.dups)
+				sent := time.Now()
+				res, err := client.Publish(ctx, batch...)
+				mine = append(mine, time.Since(sent))
+				t.requests.Add(1)
+				if err != nil {
+					t.failures.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				t.events.Add(int64(len(batch)))
+				t.processed.Add(int64(res.Processed))
+				t.duplicates.Add(int64(res.Duplicates))
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var peakRSS int64
+	if cfg.progress > 0 {
+		tick := time.NewTicker(cfg.progress)
+		defer tick.Stop()
+		last, lastAt := int64(0), start
+	progress:
+		for {
+			select {
+			case <-done:
+				break progress
+			case now := <-tick.C:
+				n := t.events.Load()
+				line := fmt.Sprintf("%6.1fs  %9d events  %9.0f events/s  %6d requests  %d failed",
+					now.Sub(start).Seconds(), n, float64(n-last)/now.Sub(lastAt).Seconds(), t.requests.Load(), t.failures.Load())
+				if cfg.pid > 0 {
+					if rss, _, err := processMemory(cfg.pid); err == nil {
+						peakRSS = max(peakRSS, rss)
+						line += fmt.Sprintf("  server RSS %d MiB", rss>>20)
+					}
+				}
+				fmt.Fprintln(stderr, line)
+				last, lastAt = n, now
+			}
+		}
+	}
+	<-done
+	elapsed := time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	slices.Sort(latencies)
+	pct := func(p float64) time.Duration {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return latencies[min(len(latencies)-1, int(p*float64(len(latencies))))]
+	}
+	fmt.Fprintf(stdout, "sent       %d events in %d requests in %.2fs (%d failed)\n",
+		t.events.Load(), t.requests.Load(), elapsed.Seconds(), t.failures.Load())
+	fmt.Fprintf(stdout, "throughput %.0f events/s, %.0f requests/s\n",
+		float64(t.events.Load())/elapsed.Seconds(), float64(t.requests.Load())/elapsed.Seconds())
+	fmt.Fprintf(stdout, "latency    p50 %s  p90 %s  p99 %s  max %s\n",
+		ms(pct(0.50)), ms(pct(0.90)), ms(pct(0.99)), ms(pct(1)))
+	fmt.Fprintf(stdout, "answers    %d processed, %d duplicates dropped\n", t.processed.Load(), t.duplicates.Load())
+	if cfg.pid > 0 {
+		if rss, hwm, err := processMemory(cfg.pid); err == nil {
+			fmt.Fprintf(stdout, "server     RSS %d MiB now, peak %d MiB\n", rss>>20, max(hwm, peakRSS)>>20)
+		} else {
+			fmt.Fprintf(stdout, "server     memory unknown: %v\n", err)
+		}
+	}
+	if firstErr != nil {
+		return fmt.Errorf("%d requests failed; the first: %w", t.failures.Load(), firstErr)
+	}
+
+	after, err := client.Stats(ctx)
+	if err != nil {
+		return fmt.Errorf("reading %s/stats after the run: %w", cfg.url, err)
+	}
+	d := after.Counts
+	d.Received -= before.Received
+	d.UniqueProcessed -= before.UniqueProcessed
+	d.DuplicateDropped -= before.DuplicateDropped
+	var problems []string
+	if d.UniqueProcessed != made.Load() {
+		problems = append(problems, fmt.Sprintf("the server stored %d new events, but the run sent %d distinct ids", d.UniqueProcessed, made.Load()))
+	}
+	if d.Received < t.events.Load() {
+		problems = append(problems, fmt.Sprintf("the server received %d events, fewer than the %d acknowledged", d.Received, t.events.Load()))
+	}
+	if after.Received != after.UniqueProcessed+after.DuplicateDropped {
+		problems = append(problems, fmt.Sprintf("received %d != unique %d + duplicates %d", after.Received, after.UniqueProcessed, after.DuplicateDropped))
+	}
+	fmt.Fprintf(stdout, "stats      +%d received, +%d unique, +%d duplicates (other traffic during the run shows here too)\n",
+		d.Received, d.UniqueProcessed, d.DuplicateDropped)
+	if len(problems) > 0 {
+		return errors.New("stats check failed: " + strings.Join(problems, "; "))
+	}
+	fmt.Fprintln(stdout, "check      ok: one stored event per distinct id sent; received = unique + duplicates")
+	return nil
+}
+
+func ms(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1000, 'f', 1, 64) + "ms" }
+
+// processMemory reads the resident set size and its peak (VmRSS, VmHWM) of a
+// Linux process, in bytes.
+func processMemory(pid int) (rss, hwm int64, err error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(data)) {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "VmRSS":
+			rss = kb << 10
+		case "VmHWM":
+			hwm = kb << 10
+		}
+	}
+	return rss, hwm, nil
+}
