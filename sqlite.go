@@ -98,6 +98,9 @@ type SQLiteStore struct {
 
 	mu       sync.Mutex // guards the writer
 	w        *sqlite3.Conn
+	begin    *sqlite3.Stmt // BEGIN IMMEDIATE
+	commit   *sqlite3.Stmt
+	rollback *sqlite3.Stmt
 	insEvent *sqlite3.Stmt
 	getTopic *sqlite3.Stmt
 	addTopic *sqlite3.Stmt
@@ -214,6 +217,9 @@ func (s *SQLiteStore) openWriter() (err error) {
 		stmt **sqlite3.Stmt
 		sql  string
 	}{
+		{&s.begin, `BEGIN IMMEDIATE`},
+		{&s.commit, `COMMIT`},
+		{&s.rollback, `ROLLBACK`},
 		{&s.insEvent, `INSERT INTO events (topic_id, event_id, ts, source, payload) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT DO NOTHING`},
 		{&s.getTopic, `SELECT id FROM topics WHERE name = ?`},
@@ -352,18 +358,20 @@ func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool,
 	s.w.SetInterrupt(ctx)
 	defer s.w.SetInterrupt(context.Background())
 
-	tx, err := s.w.BeginImmediate()
-	if err != nil {
+	if err := s.begin.Exec(); err != nil {
 		return nil, err
 	}
 	var created map[string]int64 // topics inserted by this transaction
 	isNew, created, err = s.appendTx(events)
 	if err == nil {
-		err = tx.Commit()
+		err = s.commit.Exec()
 	}
 	if err != nil {
-		if rerr := tx.Rollback(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		s.w.SetInterrupt(context.Background()) // roll back even if ctx ended
+		if !s.w.GetAutocommit() {
+			if rerr := s.rollback.Exec(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+			}
 		}
 		if ctx.Err() != nil && errors.Is(err, sqlite3.INTERRUPT) {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
