@@ -106,24 +106,29 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, gzipped bool)
 }
 
 func bodyError(err error, tooBig func(string) error) error {
-	var maxErr *http.MaxBytesError
+	var (
+		maxErr  *http.MaxBytesError
+		corrupt flate.CorruptInputError
+	)
 	switch {
 	case errors.As(err, &maxErr):
 		return tooBig("request body")
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return &requestError{status: http.StatusRequestTimeout, index: -1, msg: "the request body did not arrive in time"}
-	case errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum), errors.Is(err, flate.CorruptInputError(0)):
+	case errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum), errors.As(err, &corrupt):
 		return badRequest(-1, "", "request body is not valid gzip: %v", err)
 	}
 	return badRequest(-1, "", "reading request body: %v", err)
 }
 
 // readAll reads r to the end into a buffer sized for hint bytes when hint is
-// positive, so that a body of known length is read without copying.
+// positive, so that a body of known length is read without copying. Up to
+// 1 MiB is set aside before the bytes arrive: a client cannot make the
+// server hold more memory than it sends by announcing a large body.
 func readAll(r io.Reader, hint int64) ([]byte, error) {
 	n := int64(512)
 	if hint > 0 {
-		n = hint + 1 // room to see EOF without growing
+		n = min(hint+1, 1<<20) // +1: room to see EOF without growing
 	}
 	b := make([]byte, 0, n)
 	for {

@@ -89,6 +89,13 @@ func TestHostileInputIsRefused(t *testing.T) {
 		{"UnknownEncoding", str(valid), "", "br", 415, `Content-Encoding "br" is not supported`},
 		{"StackedEncodings", func(t *testing.T) io.Reader { return bytes.NewReader(gzipped(t, string(gzipped(t, valid)))) }, "", "gzip, gzip", 415, "not supported"},
 		{"NotGzip", str(valid), "", "gzip", 400, "not valid gzip"},
+		{"CorruptGzip", func(t *testing.T) io.Reader {
+			g := gzipped(t, valid)
+			for i := 10; i < len(g)-8; i++ {
+				g[i] = 0xff
+			}
+			return bytes.NewReader(g)
+		}, "", "gzip", 400, "not valid gzip"},
 		{"TruncatedGzip", func(t *testing.T) io.Reader { g := gzipped(t, valid); return bytes.NewReader(g[:len(g)-6]) }, "", "gzip", 400, "request body"},
 		{"GzipOverLimit", func(t *testing.T) io.Reader { return bytes.NewReader(gzipped(t, `[`+strings.Repeat(" ", 1024)+`]`)) }, "", "gzip", 413, "decompressed request body is over the limit of 1024 bytes"},
 		{"GzipBomb", func(t *testing.T) io.Reader {
