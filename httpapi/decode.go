@@ -380,11 +380,10 @@ func (d *decoder) object(i, index int, e *eventagg.Event, wrapper *bool) (int, e
 			if others.add(name) {
 				err = badRequest(index, "", "event %d: field %q is given twice", index, name)
 			}
+		case f == fEvents && seen&f != 0:
+			return i, badRequest(-1, "events", `"events" is given twice, so the batch is ambiguous`)
 		case seen&f != 0:
 			err = badRequest(index, fieldName(f), "event %d: field %q is given twice, so its value is ambiguous", index, fieldName(f))
-			if f == fEvents {
-				return i, err
-			}
 		}
 		seen |= f
 		if err == nil {
