@@ -9,10 +9,16 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/eventagg/eventagg/internal/jsonscan"
 )
 
 // MaxKeyLen is the longest Topic, EventID or Source accepted, in bytes.
 const MaxKeyLen = 255
+
+// MaxPayloadDepth is the deepest nesting of arrays and objects accepted in a
+// Payload: "[1]" is one level, {"a":[1]} two.
+const MaxPayloadDepth = jsonscan.MaxDepth
 
 // Event is one occurrence published by a producer.
 //
@@ -32,7 +38,11 @@ type Event struct {
 	// control characters.
 	Source string `json:"source,omitempty"`
 	// Payload is any JSON value, stored and returned byte for byte.
-	// An empty Payload means none.
+	// An empty Payload means none. It must be I-JSON (RFC 7493): UTF-8
+	// without lone surrogate escapes, no object with a repeated member name
+	// (parsers disagree on which value wins), no number whose magnitude
+	// overflows a float64 (such as 1e400), and at most [MaxPayloadDepth]
+	// levels of nesting.
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// Seq is the sequence number the store assigned when it accepted the event.
 	// Sequence numbers increase in acceptance order and serve as the cursor of
@@ -87,10 +97,27 @@ func (e *Event) Validate(index int) error {
 	if !e.Timestamp.IsZero() && (e.Timestamp.Before(minTimestamp) || e.Timestamp.After(maxTimestamp)) {
 		return &ValidationError{Index: index, Field: "timestamp", Reason: "out of range (years 1678 to 2262)"}
 	}
-	if len(e.Payload) > 0 && !json.Valid(e.Payload) {
-		return &ValidationError{Index: index, Field: "payload", Reason: "is not valid JSON"}
+	if len(e.Payload) > 0 {
+		if reason := checkPayload(e.Payload); reason != "" {
+			return &ValidationError{Index: index, Field: "payload", Reason: reason}
+		}
 	}
 	return nil
+}
+
+// checkPayload returns why p is not an acceptable payload, or "".
+func checkPayload(p []byte) string {
+	end, err := jsonscan.Value(p, 0, MaxPayloadDepth, true)
+	if err == nil && jsonscan.SkipSpace(p, end) != len(p) {
+		err = &jsonscan.Error{Kind: jsonscan.Syntax, Offset: end, Reason: "unexpected data after the JSON value"}
+	}
+	switch {
+	case err == nil:
+		return ""
+	case err.Kind == jsonscan.Syntax:
+		return "is not valid JSON: " + err.Error()
+	}
+	return err.Error()
 }
 
 // ValidateBatch validates every event of a batch and returns the first

@@ -50,6 +50,14 @@ type SQLiteOptions struct {
 	BusyTimeout time.Duration
 	// MaxReaders bounds the connections that serve Events and Stats; default 4.
 	MaxReaders int
+	// MaxSizeBytes, if positive, caps the size of the database file, rounded
+	// down to whole pages (PRAGMA max_page_count). A write that would grow it
+	// further fails with an error matching sqlite3.FULL, as on a full disk,
+	// and stores nothing; writes that fit in free pages go on. The
+	// write-ahead log beside the file is not counted: it adds a few MiB
+	// between checkpoints. A database already larger than the cap opens, but
+	// does not grow. Default: no cap.
+	MaxSizeBytes int64
 }
 
 // Schema identification, kept in the database header.
@@ -202,6 +210,15 @@ func (s *SQLiteStore) openWriter() (err error) {
 	}
 	if err = s.w.Exec(`PRAGMA synchronous=` + s.syncMode); err != nil {
 		return err
+	}
+	if s.opts.MaxSizeBytes > 0 {
+		pageSize, err := pragmaInt(s.w, "page_size")
+		if err != nil {
+			return err
+		}
+		if err := s.w.Exec(fmt.Sprintf(`PRAGMA max_page_count=%d`, max(s.opts.MaxSizeBytes/pageSize, 1))); err != nil {
+			return err
+		}
 	}
 	if err = s.migrate(); err != nil {
 		return err

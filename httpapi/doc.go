@@ -34,6 +34,28 @@
 // error body is JSON with an "error" string; internal errors are logged and
 // shown only as "internal error".
 //
+// # Publish bodies
+//
+// The body must be valid UTF-8 JSON (400 otherwise, where encoding/json
+// would silently replace bad bytes and lone surrogate escapes with U+FFFD).
+// A field given twice in an event object is refused (400), since which value
+// counts would be a guess; field names match case-insensitively, as with
+// encoding/json. Payloads must be I-JSON: see [eventagg.Event]. The
+// Content-Type may be absent, application/json or an application/*+json
+// type in UTF-8 (415 otherwise). The body may be gzipped
+// (Content-Encoding: gzip); [Options].MaxBodyBytes then bounds the
+// decompressed size too, so a gzip bomb gets 413. Other content codings get
+// 415 with Accept-Encoding: gzip. A body that does not arrive before the
+// server's read timeout gets 408.
+//
+// # Access control
+//
+// With [Options].Token set, POST /publish requires "Authorization: Bearer
+// <token>", and with [Options].TokenReads so do GET /events, /stats and
+// /metrics; GET /health never does. A request without the right token gets
+// 401 with WWW-Authenticate: Bearer realm="eventagg". [ClientOptions].Token
+// sends it.
+//
 // # Client
 //
 // [Client] publishes with retries: network errors, 429 and 5xx answers are

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock for uptime and latency; default time.Now.
 	Now func() time.Time
+	// Token, if not empty, is the bearer token POST /publish requires:
+	// a request without "Authorization: Bearer <Token>" gets 401 with a
+	// WWW-Authenticate challenge. Tokens are compared in constant time.
+	Token string
+	// TokenReads, with Token, requires the token for GET /events, /stats
+	// and /metrics as well. GET /health never requires it.
+	TokenReads bool
 }
 
 // Handler serves the eventagg HTTP API for an [eventagg.Aggregator]:
@@ -54,11 +62,12 @@ type Options struct {
 // concurrent use and can be mounted in any mux, under any prefix with
 // [http.StripPrefix].
 type Handler struct {
-	agg     *eventagg.Aggregator
-	opts    Options
-	log     *slog.Logger
-	mux     *http.ServeMux
-	metrics *metrics
+	agg      *eventagg.Aggregator
+	opts     Options
+	log      *slog.Logger
+	mux      *http.ServeMux
+	metrics  *metrics
+	tokenSum [sha256.Size]byte // of opts.Token
 }
 
 // NewHandler returns a Handler serving agg. opts may be nil.
@@ -79,6 +88,7 @@ func NewHandler(agg *eventagg.Aggregator, opts *Options) *Handler {
 	if h.opts.Now == nil {
 		h.opts.Now = time.Now
 	}
+	h.tokenSum = sha256.Sum256([]byte(h.opts.Token))
 	h.log = h.opts.Logger
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -104,6 +114,10 @@ func (h *Handler) route(path, name string, fn http.HandlerFunc, methods ...strin
 		}
 		for _, m := range methods {
 			if r.Method == m {
+				if err := h.authorize(r, name); err != nil {
+					h.writeError(w, r, err)
+					return
+				}
 				fn(w, r)
 				return
 			}
@@ -177,7 +191,12 @@ type PublishResponse struct {
 }
 
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(w, r, h.opts.MaxBodyBytes)
+	gzipped, err := checkBodyHeaders(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	body, err := readBody(w, r, h.opts.MaxBodyBytes, gzipped)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -377,19 +396,29 @@ type ErrorResponse struct {
 }
 
 // writeError is the one place where errors become status codes:
-//   - a malformed or oversized request: its own 4xx;
+//   - a request without the bearer token it needs: 401 with WWW-Authenticate;
+//   - a malformed, oversized, slow or wrongly typed request: its own 4xx
+//     (400, 408, 413, 415 with Accept-Encoding);
 //   - an invalid event: 400 with its index and field;
 //   - a full queue, a closed aggregator or a failing store: 503 with Retry-After;
 //   - a client that went away: 499 in the log, nothing useful to send;
 //   - anything else: 500 "internal error", logged, never shown.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		reqErr *requestError
-		valErr *eventagg.ValidationError
-		status int
-		body   ErrorResponse
+		reqErr  *requestError
+		authErr *authError
+		valErr  *eventagg.ValidationError
+		status  int
+		body    ErrorResponse
 	)
 	switch {
+	case errors.As(err, &authErr):
+		status, body.Error = http.StatusUnauthorized, authErr.Error()
+		challenge := `Bearer realm="eventagg"`
+		if authErr.presented {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
 	case errors.As(err, &reqErr):
 		status, body.Error, body.Field = reqErr.status, reqErr.msg, reqErr.field
 		if reqErr.index >= 0 {
@@ -411,8 +440,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		status, body.Error = http.StatusInternalServerError, "internal error"
 		h.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("path", r.URL.Path), slog.Any("error", err))
 	}
-	if status == http.StatusServiceUnavailable {
+	switch status {
+	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
+	case http.StatusUnsupportedMediaType:
+		w.Header().Set("Accept-Encoding", "gzip") // RFC 7694: the codings a request may use
 	}
 	writeJSON(w, status, body)
 }

@@ -11,11 +11,20 @@
 // under way, drains the publish queue, closes the database and exits 0.
 //
 // eventagg -healthcheck asks a running server's /health (at -addr) and exits
-// 0 if it is healthy, 1 if not: the container's HEALTHCHECK uses it.
+// 0 if it is healthy, 1 if not: the container's HEALTHCHECK uses it. With
+// -tls-cert it speaks TLS and trusts exactly that certificate.
+//
+// With -token, -token-file or EVENTAGG_TOKEN, POST /publish needs the bearer
+// token, and with -token-reads so do the reads but /health. With -tls-cert
+// and -tls-key it serves HTTPS only.
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +38,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/httpapi"
@@ -72,6 +82,16 @@ type config struct {
 	queueSize       int
 	queueTimeout    time.Duration
 	shutdownTimeout time.Duration
+	maxDBSize       int64
+	busyTimeout     time.Duration
+	readHeader      time.Duration // http.Server.ReadHeaderTimeout
+	readTimeout     time.Duration
+	idleTimeout     time.Duration
+	token           string // from -token or read from -token-file
+	tokenFile       string
+	tokenReads      bool
+	tlsCert         string
+	tlsKey          string
 	logFormat       string
 	logLevel        slog.Level
 	version         bool
@@ -92,6 +112,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.queueSize, "queue-size", 1024, "publish requests that may wait for the writer")
 	fs.DurationVar(&c.queueTimeout, "queue-timeout", time.Second, "how long a publish waits for room in a full queue before 503")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for requests under way")
+	fs.Int64Var(&c.maxDBSize, "max-db-size", 0, "cap on the database file, in `bytes`; past it publishes get 503 as on a full disk (0: no cap)")
+	fs.DurationVar(&c.busyTimeout, "busy-timeout", 5*time.Second, "how long a write waits for a database lock held by another process")
+	fs.DurationVar(&c.readHeader, "read-header-timeout", 10*time.Second, "time a client has to send the request headers")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time a client has to send a whole request, body included")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 120*time.Second, "how long an idle keep-alive connection stays open")
+	fs.StringVar(&c.token, "token", "", "bearer `token` that POST /publish requires (prefer -token-file or EVENTAGG_TOKEN: flags show in ps)")
+	fs.StringVar(&c.tokenFile, "token-file", "", "`file` holding the bearer token")
+	fs.BoolVar(&c.tokenReads, "token-reads", false, "require the token for GET /events, /stats and /metrics too (never /health)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate `file` (chain first to last): serve HTTPS; needs -tls-key")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` for -tls-cert")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
@@ -130,6 +160,29 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, usageError{errors.New("-max-body, -max-batch and -queue-size must be positive")}
 	case c.db == "":
 		return nil, usageError{errors.New("-db must name a database file")}
+	case c.maxDBSize < 0:
+		return nil, usageError{errors.New("-max-db-size must not be negative")}
+	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0:
+		return nil, usageError{errors.New("-busy-timeout, -read-header-timeout, -read-timeout and -idle-timeout must be positive")}
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return nil, usageError{errors.New("-tls-cert and -tls-key go together: give both or neither")}
+	case c.token != "" && c.tokenFile != "":
+		return nil, usageError{errors.New("give the token with -token or -token-file, not both")}
+	}
+	if c.tokenFile != "" {
+		data, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("-token-file: %w", err)}
+		}
+		if c.token = strings.TrimSpace(string(data)); c.token == "" {
+			return nil, usageError{fmt.Errorf("-token-file %s is empty", c.tokenFile)}
+		}
+	}
+	switch {
+	case strings.ContainsFunc(c.token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+		return nil, usageError{errors.New("the token must not hold spaces or control characters")}
+	case c.tokenReads && c.token == "":
+		return nil, usageError{errors.New("-token-reads needs a token (-token, -token-file or EVENTAGG_TOKEN)")}
 	}
 	if _, err := syncMode(c.sync); err != nil {
 		return nil, usageError{err}
@@ -175,7 +228,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	if cfg.healthcheck {
-		return healthcheck(ctx, cfg.addr)
+		return healthcheck(ctx, cfg)
 	}
 	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel})
 	if cfg.logFormat == "json" {
@@ -187,7 +240,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	mode, _ := syncMode(cfg.sync) // checked by parseConfig
-	store, err := eventagg.OpenSQLite(cfg.db, &eventagg.SQLiteOptions{Sync: mode})
+	var tlsConfig *tls.Config
+	if cfg.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+		if err != nil {
+			return fmt.Errorf("loading -tls-cert and -tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	store, err := eventagg.OpenSQLite(cfg.db, &eventagg.SQLiteOptions{
+		Sync:         mode,
+		BusyTimeout:  cfg.busyTimeout,
+		MaxSizeBytes: cfg.maxDBSize,
+	})
 	if err != nil {
 		return err
 	}
@@ -216,16 +281,26 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 			MaxBodyBytes: cfg.maxBody,
 			MaxBatch:     cfg.maxBatch,
 			Logger:       log,
+			Token:        cfg.token,
+			TokenReads:   cfg.tokenReads,
 		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: cfg.readHeader,
+		ReadTimeout:       cfg.readTimeout,
+		IdleTimeout:       cfg.idleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "db", cfg.db, "sync", cfg.sync, "version", buildVersion())
+	go func() {
+		if tlsConfig != nil {
+			served <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
+	log.Info("listening", "addr", ln.Addr().String(), "db", cfg.db, "sync", cfg.sync, "tls", tlsConfig != nil,
+		"token", cfg.token != "", "token_reads", cfg.tokenReads, "version", buildVersion())
 
 	select {
 	case err := <-served:
@@ -246,18 +321,28 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	return nil
 }
 
-// healthcheck asks the server listening at addr for /health.
-func healthcheck(ctx context.Context, addr string) error {
-	host, port, err := net.SplitHostPort(addr)
+// healthcheck asks the server listening at cfg.addr for /health, over TLS
+// when cfg has a certificate.
+func healthcheck(ctx context.Context, cfg *config) error {
+	host, port, err := net.SplitHostPort(cfg.addr)
 	if err != nil {
-		return usageError{fmt.Errorf("-addr %q: %w", addr, err)}
+		return usageError{fmt.Errorf("-addr %q: %w", cfg.addr, err)}
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	client, err := httpapi.NewClient("http://"+net.JoinHostPort(host, port), &httpapi.ClientOptions{MaxAttempts: 1})
+	scheme, httpClient := "http", &http.Client{}
+	if cfg.tlsCert != "" {
+		transport, err := pinnedTransport(cfg.tlsCert)
+		if err != nil {
+			return err
+		}
+		scheme, httpClient = "https", &http.Client{Transport: transport}
+	}
+	client, err := httpapi.NewClient(scheme+"://"+net.JoinHostPort(host, port),
+		&httpapi.ClientOptions{MaxAttempts: 1, HTTPClient: httpClient})
 	if err != nil {
 		return err
 	}
@@ -265,4 +350,35 @@ func healthcheck(ctx context.Context, addr string) error {
 		return fmt.Errorf("unhealthy: %w", err)
 	}
 	return nil
+}
+
+// pinnedTransport returns a transport that trusts exactly the first
+// certificate of the PEM file at certFile: the server's own, which need not
+// name the loopback address the health check dials, nor chain to a CA the
+// container knows.
+func pinnedTransport(certFile string) (*http.Transport, error) {
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("-tls-cert %s: no PEM certificate", certFile)
+	}
+	want, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert %s: %w", certFile, err)
+	}
+	return &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The usual chain and name checks are replaced by the pin below,
+		// which VerifyConnection always runs.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, want.Raw) {
+				return errors.New("the server's certificate is not the one in -tls-cert")
+			}
+			return nil
+		},
+	}}, nil
 }

@@ -10,6 +10,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -41,6 +42,10 @@ func main() {
 		res, err := agg.Publish(r.Context(), eventagg.Event{
 			Topic: "webhooks", EventID: r.Header.Get("X-Delivery-ID"), Source: r.RemoteAddr, Payload: body,
 		})
+		if errors.Is(err, eventagg.ErrInvalidEvent) { // a bad id or payload: redelivering will not help
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		if err != nil {
 			http.Error(w, "try again", http.StatusServiceUnavailable) // the sender will redeliver
 			return
