@@ -241,7 +241,7 @@ func TestCrashConsistency(t *testing.T) {
 		if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		c.cmd.Wait()
+		c.wait()
 		wait()
 	}
 	c := startChild(t, db)
@@ -249,7 +249,7 @@ func TestCrashConsistency(t *testing.T) {
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.cmd.Wait(); err != nil {
+	if err := c.wait(); err != nil {
 		t.Fatalf("the last server exited with %v", err)
 	}
 	integrityCheck(t, db)
@@ -324,7 +324,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	termAt := time.Now()
-	err := c.cmd.Wait()
+	err := c.wait()
 	took := time.Since(termAt)
 	close(exited)
 	wait()

@@ -59,10 +59,11 @@ func (b *syncBuffer) String() string {
 type logWatcher struct {
 	all       syncBuffer
 	listening chan string
+	eof       chan struct{} // closed when the log has been read to its end
 }
 
 func watchLogs(r io.Reader) *logWatcher {
-	w := &logWatcher{listening: make(chan string, 1)}
+	w := &logWatcher{listening: make(chan string, 1), eof: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -74,6 +75,7 @@ func watchLogs(r io.Reader) *logWatcher {
 			}
 		}
 		close(w.listening)
+		close(w.eof)
 	}()
 	return w
 }
@@ -108,7 +110,11 @@ func MustRunMain(t *testing.T, env map[string]string, args ...string) (url strin
 	var once sync.Once
 	var err error
 	stop = func() error {
-		once.Do(func() { cancel(); err = <-done })
+		once.Do(func() {
+			cancel()
+			err = <-done
+			<-logs.eof // every line run wrote has been read
+		})
 		return err
 	}
 	t.Cleanup(func() { stop() })
@@ -332,9 +338,16 @@ func startChild(t *testing.T, db string, args ...string) *child {
 		t.Fatal(err)
 	}
 	c := &child{cmd: cmd, logs: watchLogs(stderr)}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { cmd.Process.Kill(); c.wait() })
 	c.url = c.logs.address(t)
 	return c
+}
+
+// wait waits for the process to exit, having read all it logged: exec's Wait
+// closes the log pipe, so it must come after the reader saw the pipe's end.
+func (c *child) wait() error {
+	<-c.logs.eof
+	return c.cmd.Wait()
 }
 
 func TestKillDashNineLosesNothingAcknowledged(t *testing.T) {
@@ -369,7 +382,7 @@ func TestKillDashNineLosesNothingAcknowledged(t *testing.T) {
 		if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		c.cmd.Wait()
+		c.wait()
 	}
 
 	c := startChild(t, db)
@@ -407,7 +420,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.cmd.Wait(); err != nil {
+	if err := c.wait(); err != nil {
 		t.Fatalf("after SIGTERM the process ended with %v, want exit 0; log:\n%s", err, c.logs.all.String())
 	}
 	for _, msg := range []string{"shutting down", "queue drained", "store closed"} {
