@@ -61,7 +61,9 @@ type Aggregator struct {
 	started  time.Time
 
 	queue   chan *request
-	mu      sync.RWMutex // guards closed against senders.Add
+	pipe    pipelinedStore // the store, if it is pipelined
+	acks    chan written   // written batches waiting to be durable, in commit order
+	mu      sync.RWMutex   // guards closed against senders.Add
 	closed  bool
 	closing chan struct{}  // closed when Close starts
 	senders sync.WaitGroup // Publish calls that may still send to queue
@@ -113,6 +115,11 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 		queue:    make(chan *request, o.QueueSize),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
+	}
+	if p, ok := store.(pipelinedStore); ok {
+		a.pipe = p
+		a.acks = make(chan written, 64)
+		go a.ack()
 	}
 	go a.write()
 	return a, nil
@@ -207,7 +214,11 @@ func (a *Aggregator) enqueue(ctx context.Context, req *request) error {
 // most maxBatch events (one request may exceed it alone) until the queue is
 // closed and drained.
 func (a *Aggregator) write() {
-	defer close(a.stopped)
+	if a.pipe != nil {
+		defer close(a.acks) // the acker then finishes and closes stopped
+	} else {
+		defer close(a.stopped)
+	}
 	var (
 		reqs  []*request
 		batch []Event
@@ -223,29 +234,54 @@ func (a *Aggregator) write() {
 		reqs = append(reqs[:0], next)
 		n := len(next.events)
 		next = nil
+		// Take what waits now and, with a pipelined store, also what
+		// arrives while a commit now would gain nothing on a later one.
+		var syncing <-chan struct{}
+		if a.pipe != nil {
+			syncing = a.pipe.syncing()
+		}
 	gather:
 		for n < a.maxBatch {
+			var r *request
+			var ok bool
 			select {
-			case r, ok := <-a.queue:
-				if !ok {
-					break gather
-				}
-				if n+len(r.events) > a.maxBatch {
-					next = r
-					break gather
-				}
-				reqs, n = append(reqs, r), n+len(r.events)
+			case r, ok = <-a.queue:
 			default:
+				if syncing == nil {
+					break gather
+				}
+				select {
+				case r, ok = <-a.queue:
+				case <-syncing:
+					break gather
+				}
+			}
+			if !ok {
 				break gather
 			}
+			if n+len(r.events) > a.maxBatch {
+				next = r
+				break gather
+			}
+			reqs, n = append(reqs, r), n+len(r.events)
 		}
 		batch = a.commit(reqs, batch[:0])
 		clear(reqs) // let the requests be collected
 	}
 }
 
-// commit writes the events of reqs in one Store.Append and replies to each
-// request. It returns batch, the reusable buffer.
+// written is a batch the store committed (or failed to), waiting to be
+// answered.
+type written struct {
+	reqs    []*request
+	isNew   []bool
+	durable func() error // nil once known durable
+	err     error
+}
+
+// commit writes the events of reqs in one transaction and replies to each
+// request, at once or, with a pipelined store, through the acker once the
+// transaction is durable. It returns batch, the reusable buffer.
 func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
 	live := reqs[:0]
 	for _, r := range reqs {
@@ -260,24 +296,54 @@ func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
 		return batch
 	}
 	ctx := context.Background()
-	isNew, err := a.store.Append(ctx, batch)
-	if err == nil && len(isNew) != len(batch) {
-		err = fmt.Errorf("Append returned %d results for %d events", len(isNew), len(batch))
+	var w written
+	if a.pipe != nil {
+		w.reqs = slices.Clone(live) // reqs is reused before the acker is done
+		w.isNew, w.durable, w.err = a.pipe.appendNoWait(ctx, batch)
+	} else {
+		w.reqs = live
+		w.isNew, w.err = a.store.Append(ctx, batch)
 	}
-	if err != nil {
+	if w.err == nil && len(w.isNew) != len(batch) {
+		w.err = fmt.Errorf("Append returned %d results for %d events", len(w.isNew), len(batch))
+	}
+	clear(batch) // drop references to payloads
+	if a.pipe != nil {
+		a.acks <- w
+	} else {
+		a.answer(w)
+	}
+	return batch
+}
+
+// ack is the acker goroutine of a pipelined store: it waits, in commit
+// order, for each written batch to be durable, then answers its callers.
+func (a *Aggregator) ack() {
+	defer close(a.stopped)
+	for w := range a.acks {
+		if w.err == nil {
+			w.err = w.durable()
+		}
+		a.answer(w)
+	}
+}
+
+// answer replies to the callers of a written batch, each with its own part.
+func (a *Aggregator) answer(w written) {
+	ctx := context.Background()
+	if w.err != nil {
 		a.log.LogAttrs(ctx, slog.LevelError, "eventagg: append failed",
-			slog.Int("events", len(batch)), slog.Int("calls", len(live)), slog.Any("error", err))
-		err = fmt.Errorf("%w: %w", ErrStore, err)
-		for _, r := range live {
+			slog.Int("events", len(w.isNew)), slog.Int("calls", len(w.reqs)), slog.Any("error", w.err))
+		err := fmt.Errorf("%w: %w", ErrStore, w.err)
+		for _, r := range w.reqs {
 			r.reply <- reply{err: err}
 		}
-		clear(batch)
-		return batch
+		return
 	}
 	logDups := a.log.Enabled(ctx, slog.LevelDebug)
 	off := 0
-	for _, r := range live {
-		res := Result{New: isNew[off : off+len(r.events) : off+len(r.events)]}
+	for _, r := range w.reqs {
+		res := Result{New: w.isNew[off : off+len(r.events) : off+len(r.events)]}
 		for i, stored := range res.New {
 			if stored {
 				res.Processed++
@@ -292,8 +358,17 @@ func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
 		off += len(r.events)
 		r.reply <- reply{res: res}
 	}
-	clear(batch) // drop references to payloads
-	return batch
+}
+
+// pipelinedStore is implemented by stores that can commit a batch without
+// waiting for it to be durable; the Aggregator then answers callers from a
+// second goroutine while the writer goes on with the next batch.
+type pipelinedStore interface {
+	appendNoWait(ctx context.Context, events []Event) (isNew []bool, durable func() error, err error)
+	// syncing returns, while a commit made now would be made durable no
+	// sooner than one made later, a channel closed when that changes; nil
+	// otherwise. Until then the writer gathers calls into its next batch.
+	syncing() <-chan struct{}
 }
 
 // Events lists stored events matching q in acceptance order; see [Store.Events].

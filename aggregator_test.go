@@ -655,3 +655,43 @@ func FuzzPublish(f *testing.F) {
 		}
 	})
 }
+
+func TestCloseDrainsPipelinedStore(t *testing.T) {
+	// SQLiteStore answers callers from a second goroutine once their batch is
+	// durable; Close must wait for those answers too.
+	store := MustOpenSQLite(t, filepath.Join(t.TempDir(), "events.db"), nil)
+	agg, err := eventagg.New(store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callers = 40
+	results := make(chan error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			_, err := agg.Publish(context.Background(), event("t", strconv.Itoa(i)))
+			results <- err
+		})
+	}
+	if err := agg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(results)
+	stored := 0
+	for err := range results {
+		switch {
+		case err == nil:
+			stored++
+		case !errors.Is(err, eventagg.ErrClosed):
+			t.Errorf("Publish during Close error = %v, want nil or ErrClosed", err)
+		}
+	}
+	st, err := store.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.UniqueProcessed != int64(stored) || st.Received != int64(stored) {
+		t.Errorf("after Close, %d publishes succeeded but Stats() = %+v", stored, st.Counts)
+	}
+}

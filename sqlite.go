@@ -17,8 +17,12 @@ import (
 type Sync int
 
 const (
-	// SyncFull, the default, fsyncs the write-ahead log at every commit:
-	// an acknowledged event survives a crash of the process or of the machine.
+	// SyncFull, the default, fsyncs the write-ahead log before a commit is
+	// acknowledged: an acknowledged event survives a crash of the process or
+	// of the machine. The store runs SQLite at synchronous=NORMAL and does
+	// the fsync itself, on a goroutine of its own, so that the fsync of one
+	// transaction overlaps the work of the next; one fsync covers every
+	// transaction committed before it began.
 	SyncFull Sync = iota
 	// SyncNormal fsyncs only at checkpoints: an acknowledged event survives a
 	// crash of the process, but the last commits may be lost if the machine
@@ -31,8 +35,8 @@ const (
 
 func (s Sync) pragma() (string, error) {
 	switch s {
-	case SyncFull:
-		return "FULL", nil
+	case SyncFull: // NORMAL, plus the walSyncer
+		return "NORMAL", nil
 	case SyncNormal:
 		return "NORMAL", nil
 	case SyncOff:
@@ -43,7 +47,7 @@ func (s Sync) pragma() (string, error) {
 
 // SQLiteOptions configures [OpenSQLite]. The zero value is the default.
 type SQLiteOptions struct {
-	// Sync sets PRAGMA synchronous on the writing connection; default SyncFull.
+	// Sync says when commits reach the disk; default SyncFull.
 	Sync Sync
 	// BusyTimeout is how long a statement waits for a lock held by another
 	// connection or process; default 5s.
@@ -120,6 +124,9 @@ type SQLiteStore struct {
 	done  chan struct{}      // closed by Close
 	once  sync.Once
 
+	// syncer makes commits durable under SyncFull; nil otherwise.
+	syncer *walSyncer
+
 	// Checkpoints run on a connection of their own, off the writer's path.
 	walPages   int           // WAL size after the last commit; guarded by mu
 	ckpt       chan struct{} // buffered: a checkpoint is wanted
@@ -176,6 +183,9 @@ func OpenSQLite(path string, opts *SQLiteOptions) (*SQLiteStore, error) {
 	s.ckpt = make(chan struct{}, 1)
 	s.ckptExited = make(chan struct{})
 	go s.checkpointer(ckptConn)
+	if s.opts.Sync == SyncFull {
+		s.syncer = newWALSyncer(path)
+	}
 	return s, nil
 }
 
@@ -334,27 +344,61 @@ func (s *SQLiteStore) closed() bool {
 
 // Append implements [Store.Append] in one IMMEDIATE transaction.
 // With SyncFull, it returns after the commit reached the disk.
-func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool, err error) {
-	if err := ctx.Err(); err != nil {
+//
+// If the fsync that makes the commit durable fails, Append returns that error
+// although the transaction is committed: whether it survives a machine crash
+// is unknown. Every later Append fails too, and the store must be reopened.
+func (s *SQLiteStore) Append(ctx context.Context, events []Event) ([]bool, error) {
+	isNew, durable, err := s.appendNoWait(ctx, events)
+	if err != nil {
 		return nil, err
+	}
+	if err := durable(); err != nil {
+		return nil, err
+	}
+	return isNew, nil
+}
+
+// syncing implements pipelinedStore: see walSyncer.syncing.
+func (s *SQLiteStore) syncing() <-chan struct{} {
+	if s.syncer == nil {
+		return nil
+	}
+	return s.syncer.syncing()
+}
+
+// noWait is a durable func for commits that need no wait.
+func noWait() error { return nil }
+
+// appendNoWait commits events and returns without waiting for the commit to
+// be durable: durable waits for that. It lets the Aggregator start the next
+// transaction while the fsync of this one runs (see walSyncer).
+func (s *SQLiteStore) appendNoWait(ctx context.Context, events []Event) (isNew []bool, durable func() error, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
+	}
+	if s.syncer != nil {
+		if err := s.syncer.failed(); err != nil {
+			return nil, nil, err
+		}
 	}
 	if s.w == nil { // a panic discarded the writer: open a new one
 		if err := s.openWriter(); err != nil {
 			closeConn(s.w)
 			s.w = nil
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	defer func() {
 		// The driver panics when SQLite runs out of memory. The transaction
 		// is then abandoned; drop the connection rather than trust its state.
 		if p := recover(); p != nil {
-			isNew, err = nil, fmt.Errorf("sqlite: %v", p)
+			isNew, durable, err = nil, nil, fmt.Errorf("sqlite: %v", p)
 			closeConnQuietly(s.w)
 			s.w = nil
 		}
@@ -362,7 +406,7 @@ func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool,
 	if !s.w.GetAutocommit() {
 		// A failed rollback left a transaction open; end it before going on.
 		if err := s.w.Exec(`ROLLBACK`); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if s.walPages >= ckptHardPages {
@@ -376,7 +420,7 @@ func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool,
 	defer s.w.SetInterrupt(context.Background())
 
 	if err := s.begin.Exec(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var created map[string]int64 // topics inserted by this transaction
 	isNew, created, err = s.appendTx(events)
@@ -393,7 +437,7 @@ func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool,
 		if ctx.Err() != nil && errors.Is(err, sqlite3.INTERRUPT) {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	for name, id := range created {
 		s.topicIDs[name] = id
@@ -404,7 +448,11 @@ func (s *SQLiteStore) Append(ctx context.Context, events []Event) (isNew []bool,
 		default: // already asked
 		}
 	}
-	return isNew, nil
+	if s.syncer == nil {
+		return isNew, noWait, nil
+	}
+	ticket := s.syncer.commit()
+	return isNew, func() error { return s.syncer.wait(ticket) }, nil
 }
 
 // appendTx does the work of Append inside its transaction.
@@ -572,8 +620,14 @@ func (s *SQLiteStore) Stats(ctx context.Context) (Stats, error) {
 	return statsFromTopics(topics), nil
 }
 
-// Ping implements [Pinger]: it reads a page of the database.
+// Ping implements [Pinger]: it reads a page of the database, and reports
+// the fsync error that stopped writes, if any.
 func (s *SQLiteStore) Ping(ctx context.Context) error {
+	if s.syncer != nil {
+		if err := s.syncer.failed(); err != nil {
+			return err
+		}
+	}
 	return s.read(ctx, func(r *sqliteReader) error {
 		for r.ping.Step() {
 		}
@@ -606,7 +660,10 @@ func (s *SQLiteStore) Close() error {
 		close(s.done)
 		<-s.ckptExited
 		s.mu.Lock()
-		err = closeConn(s.w) // the last connection to close checkpoints the WAL
+		if s.syncer != nil {
+			err = s.syncer.close() // syncs the commits not yet durable
+		}
+		err = errors.Join(err, closeConn(s.w)) // the last connection to close checkpoints the WAL
 		s.w = nil
 		s.mu.Unlock()
 		for range cap(s.slots) { // wait for readers in use
