@@ -37,9 +37,12 @@
 // An [Aggregator] queues concurrent Publish calls to one writer goroutine. The
 // writer merges whatever is waiting, up to [Options].MaxBatch events, into a
 // single [Store.Append], then hands each caller its own part of the result.
-// Many small batches thus share one transaction and one fsync. The queue is
-// bounded by [Options].QueueSize: when it is full, Publish blocks until there is
-// room or its context ends, and then returns [ErrQueueFull].
+// Many small batches thus share one transaction and one fsync. With
+// [SQLiteStore] the writer also overlaps: it starts the next transaction while
+// the previous one is being fsynced, and the callers of a batch are answered,
+// in commit order, once it is on disk. The queue is bounded by
+// [Options].QueueSize: when it is full, Publish blocks until there is room, its
+// context ends or [Options].QueueTimeout passes, and then returns [ErrQueueFull].
 //
 // # Stores
 //
@@ -48,8 +51,10 @@
 //     github.com/ncruces/go-sqlite3 (no cgo);
 //   - [MemoryStore], for tests and ephemeral use.
 //
-// Package storetest holds the conformance suite every store passes; run it
-// on your own Store too.
+// Package github.com/eventagg/eventagg/postgres provides a store that several
+// Aggregator replicas share, with deduplication and counters exact across
+// them. Package storetest holds the conformance suite every store passes; run
+// it on your own Store too.
 //
 // # Stats
 //

@@ -1,7 +1,11 @@
 // Command eventagg is the reference eventagg server: it serves the HTTP API of
-// package httpapi over an embedded SQLite database.
+// package httpapi over an embedded SQLite database, or over PostgreSQL when
+// -db is a postgres:// URL, so that several replicas share one database.
 //
 //	eventagg [-addr :8080] [-db events.db] [flags]
+//	eventagg -db postgres://user:password@host:5432/events [-db-schema eventagg]
+//
+// -sync, -max-db-size and -busy-timeout apply to SQLite only.
 //
 // Every flag can also be set with an environment variable (EVENTAGG_ADDR,
 // EVENTAGG_DB, ...); a flag on the command line wins. Run eventagg -h for
@@ -32,6 +36,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -42,6 +47,7 @@ import (
 
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/httpapi"
+	"github.com/eventagg/eventagg/postgres"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -92,6 +98,7 @@ type config struct {
 	tokenReads      bool
 	tlsCert         string
 	tlsKey          string
+	dbSchema        string
 	logFormat       string
 	logLevel        slog.Level
 	version         bool
@@ -105,7 +112,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs := flag.NewFlagSet("eventagg", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", ":8080", "`address` to listen on")
-	fs.StringVar(&c.db, "db", "events.db", "SQLite database `path` (created if missing)")
+	fs.StringVar(&c.db, "db", "events.db", "SQLite database `path` (created if missing), or a postgres:// URL to share one PostgreSQL database between replicas")
+	fs.StringVar(&c.dbSchema, "db-schema", postgres.DefaultSchema, "with a postgres:// -db: the PostgreSQL `schema` holding the tables; replicas that share events use the same")
 	fs.StringVar(&c.sync, "sync", "full", "SQLite durability: full (fsync every commit), normal or off")
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest publish request body, in `bytes`")
 	fs.IntVar(&c.maxBatch, "max-batch", httpapi.DefaultMaxBatch, "most `events` in one publish request")
@@ -159,7 +167,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	case c.maxBody <= 0 || c.maxBatch <= 0 || c.queueSize <= 0:
 		return nil, usageError{errors.New("-max-body, -max-batch and -queue-size must be positive")}
 	case c.db == "":
-		return nil, usageError{errors.New("-db must name a database file")}
+		return nil, usageError{errors.New("-db must name a database file or a postgres:// URL")}
 	case c.maxDBSize < 0:
 		return nil, usageError{errors.New("-max-db-size must not be negative")}
 	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0:
@@ -248,11 +256,18 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	store, err := eventagg.OpenSQLite(cfg.db, &eventagg.SQLiteOptions{
-		Sync:         mode,
-		BusyTimeout:  cfg.busyTimeout,
-		MaxSizeBytes: cfg.maxDBSize,
-	})
+	var store eventagg.Store
+	if isPostgres(cfg.db) {
+		openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		store, err = postgres.Open(openCtx, cfg.db, &postgres.Options{Schema: cfg.dbSchema})
+		cancel()
+	} else {
+		store, err = eventagg.OpenSQLite(cfg.db, &eventagg.SQLiteOptions{
+			Sync:         mode,
+			BusyTimeout:  cfg.busyTimeout,
+			MaxSizeBytes: cfg.maxDBSize,
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -260,7 +275,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		if cerr := store.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing the store: %w", cerr))
 		}
-		log.Info("store closed", "db", cfg.db)
+		log.Info("store closed", "db", redact(cfg.db))
 	}()
 	agg, err := eventagg.New(store, &eventagg.Options{
 		QueueSize:    cfg.queueSize,
@@ -299,7 +314,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		}
 		served <- srv.Serve(ln)
 	}()
-	log.Info("listening", "addr", ln.Addr().String(), "db", cfg.db, "sync", cfg.sync, "tls", tlsConfig != nil,
+	log.Info("listening", "addr", ln.Addr().String(), "db", redact(cfg.db), "sync", cfg.sync, "tls", tlsConfig != nil,
 		"token", cfg.token != "", "token_reads", cfg.tokenReads, "version", buildVersion())
 
 	select {
@@ -319,6 +334,23 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	}
 	log.Info("queue drained")
 	return nil
+}
+
+// isPostgres reports whether -db names a PostgreSQL database rather than a SQLite file.
+func isPostgres(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
+
+// redact hides the password of a postgres:// URL, for logs.
+func redact(db string) string {
+	if !isPostgres(db) {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		return "postgres://(unparsable URL)"
+	}
+	return u.Redacted()
 }
 
 // healthcheck asks the server listening at cfg.addr for /health, over TLS
