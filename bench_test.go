@@ -35,8 +35,8 @@ func reportRate(b *testing.B, events int64) {
 
 // BenchmarkRawInsert is the baseline: a bare ncruces prepared-statement loop
 // inserting into the store's own schema, one transaction per batch, with the
-// store's pragmas (WAL, synchronous=FULL), and nothing else: no validation,
-// no counters, no queue. It is the most Append and Publish could reach.
+// store's pragmas (WAL, synchronous=FULL, SQLite's own checkpoints), and
+// nothing else: no validation, no counters, no queue.
 func BenchmarkRawInsert(b *testing.B) {
 	forEachShape(b, func(b *testing.B, ids string, size int) {
 		path := filepath.Join(b.TempDir(), "events.db")
@@ -45,45 +45,57 @@ func BenchmarkRawInsert(b *testing.B) {
 			b.Fatal(err)
 		}
 		s.Close()
-		c, err := sqlite3.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		if err := c.Exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; INSERT INTO topics (name) VALUES ('bench')`); err != nil {
-			b.Fatal(err)
-		}
-		topicID := c.LastInsertRowID()
-		ins, _, err := c.Prepare(`INSERT INTO events (topic_id, event_id, ts, source, payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ins.Close()
-		gen := eventgen.New(1, ids)
-		var events int64
-		for b.Loop() {
-			batch := gen.Batch(size, storetest.DuplicateRatio)
-			if err := c.Exec(`BEGIN IMMEDIATE`); err != nil {
-				b.Fatal(err)
-			}
-			for i := range batch {
-				e := &batch[i]
-				ins.BindInt64(1, topicID)
-				ins.BindText(2, e.EventID)
-				ins.BindInt64(3, e.Timestamp.UnixNano())
-				ins.BindText(4, e.Source)
-				ins.BindBlob(5, e.Payload)
-				if err := ins.Exec(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := c.Exec(`COMMIT`); err != nil {
-				b.Fatal(err)
-			}
-			events += int64(size)
-		}
-		reportRate(b, events)
+		rawInsert(b, path, eventgen.New(1, ids), size)
 	})
+}
+
+// rawInsert runs the baseline loop on the database at path, b.N batches of size.
+func rawInsert(b *testing.B, path string, gen *eventgen.Generator, size int) {
+	c, err := sqlite3.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; INSERT INTO topics (name) VALUES ('bench') ON CONFLICT DO NOTHING`); err != nil {
+		b.Fatal(err)
+	}
+	var topicID int64
+	q, _, err := c.Prepare(`SELECT id FROM topics WHERE name = 'bench'`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if q.Step() {
+		topicID = q.ColumnInt64(0)
+	}
+	q.Close()
+	ins, _, err := c.Prepare(`INSERT INTO events (topic_id, event_id, ts, source, payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ins.Close()
+	var events int64
+	for b.Loop() {
+		batch := gen.Batch(size, storetest.DuplicateRatio)
+		if err := c.Exec(`BEGIN IMMEDIATE`); err != nil {
+			b.Fatal(err)
+		}
+		for i := range batch {
+			e := &batch[i]
+			ins.BindInt64(1, topicID)
+			ins.BindText(2, e.EventID)
+			ins.BindInt64(3, e.Timestamp.UnixNano())
+			ins.BindText(4, e.Source)
+			ins.BindBlob(5, e.Payload)
+			if err := ins.Exec(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := c.Exec(`COMMIT`); err != nil {
+			b.Fatal(err)
+		}
+		events += int64(size)
+	}
+	reportRate(b, events)
 }
 
 // BenchmarkPublish measures durable Publish on SQLite from one goroutine:
@@ -179,11 +191,25 @@ func prefilled(b *testing.B, ids string, n int) (string, *eventgen.Generator) {
 }
 
 // BenchmarkStoredRows measures Publish at batch 1000 (uuid ids, 20%
-// duplicates) as the store grows. Sizes above 0 run only with
-// EVENTAGG_BENCH_LARGE=1.
+// duplicates) as the store grows, beside the raw loop on the same data.
+// Sizes above 0 run only with EVENTAGG_BENCH_LARGE=1.
 func BenchmarkStoredRows(b *testing.B) {
 	for _, n := range []int{0, 1_000_000, 5_000_000} {
-		b.Run(fmt.Sprintf("stored=%d", n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("stored=%d/raw", n), func(b *testing.B) {
+			if n > 0 && os.Getenv("EVENTAGG_BENCH_LARGE") == "" {
+				b.Skip("set EVENTAGG_BENCH_LARGE=1 to run")
+			}
+			path, gen := prefilled(b, "uuid", n)
+			if n == 0 {
+				s, err := eventagg.OpenSQLite(path, nil) // creates the schema
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+			rawInsert(b, path, gen, 1000)
+		})
+		b.Run(fmt.Sprintf("stored=%d/publish", n), func(b *testing.B) {
 			if n > 0 && os.Getenv("EVENTAGG_BENCH_LARGE") == "" {
 				b.Skip("set EVENTAGG_BENCH_LARGE=1 to run")
 			}
