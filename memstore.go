@@ -63,36 +63,12 @@ const memPage = 256
 // Events implements [Store.Events]. It copies events in small pages, so a
 // slow consumer does not hold the store's lock.
 func (m *MemoryStore) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
-	return func(yield func(Event, error) bool) {
-		after, left := max(q.After, 0), q.Limit
-		page := make([]Event, 0, memPage)
-		for {
-			if err := ctx.Err(); err != nil {
-				yield(Event{}, err)
-				return
-			}
-			n := memPage
-			if q.Limit > 0 {
-				n = min(n, left)
-			}
-			var err error
-			page, err = m.page(page[:0], q.Topic, after, n)
-			if err != nil {
-				yield(Event{}, err)
-				return
-			}
-			for _, e := range page {
-				if !yield(e, nil) {
-					return
-				}
-			}
-			if len(page) < n || n == 0 {
-				return
-			}
-			after = page[len(page)-1].Seq
-			left -= len(page)
+	return Paginate(q, memPage, func(dst []Event, after int64, n int) ([]Event, error) {
+		if err := ctx.Err(); err != nil {
+			return dst, err
 		}
-	}
+		return m.page(dst, q.Topic, after, n)
+	})
 }
 
 // page appends to dst up to n copies of events of topic (any if "") with a Seq above after.

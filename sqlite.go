@@ -545,32 +545,9 @@ const sqlitePage = 512
 // Events implements [Store.Events]. It reads in pages of a few hundred events,
 // so memory stays flat however many are listed.
 func (s *SQLiteStore) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
-	return func(yield func(Event, error) bool) {
-		after, left := max(q.After, 0), q.Limit
-		page := make([]Event, 0, sqlitePage)
-		for {
-			n := sqlitePage
-			if q.Limit > 0 {
-				n = min(n, left)
-			}
-			var err error
-			page, err = s.page(ctx, page[:0], q.Topic, after, n)
-			if err != nil {
-				yield(Event{}, err)
-				return
-			}
-			for _, e := range page {
-				if !yield(e, nil) {
-					return
-				}
-			}
-			if len(page) < n || n == 0 {
-				return
-			}
-			after = page[len(page)-1].Seq
-			left -= len(page)
-		}
-	}
+	return Paginate(q, sqlitePage, func(dst []Event, after int64, n int) ([]Event, error) {
+		return s.page(ctx, dst, q.Topic, after, n)
+	})
 }
 
 func (s *SQLiteStore) page(ctx context.Context, dst []Event, topic string, after int64, n int) ([]Event, error) {

@@ -60,6 +60,44 @@ type Query struct {
 	Limit int
 }
 
+// Paginate returns the listing of events matching q as Store.Events must
+// give it, read page by page: fetch appends to dst up to n events of
+// q.Topic with a Seq above after, in Seq order, and returns dst. Paginate
+// asks for pages of at most pageSize events, stops after q.Limit events or at
+// the first short page, and yields fetch's error, if any, once and last.
+// Stores use it so that a listing holds no connection, lock or transaction
+// between pages, and memory stays flat however many events it lists.
+func Paginate(q Query, pageSize int, fetch func(dst []Event, after int64, n int) ([]Event, error)) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		after, left := max(q.After, 0), q.Limit
+		var page []Event
+		for {
+			n := pageSize
+			if q.Limit > 0 {
+				if left <= 0 {
+					return
+				}
+				n = min(n, left)
+			}
+			var err error
+			if page, err = fetch(page[:0], after, n); err != nil {
+				yield(Event{}, err)
+				return
+			}
+			for _, e := range page {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if len(page) < n {
+				return
+			}
+			after = page[len(page)-1].Seq
+			left -= len(page)
+		}
+	}
+}
+
 // Errors returned by this package. Match them with [errors.Is].
 var (
 	// ErrClosed is returned by an Aggregator or Store used after Close.

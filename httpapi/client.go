@@ -154,40 +154,21 @@ const clientPage = 1000
 // pages of up to 1000 events. q.Limit, if positive, bounds the total.
 // The sequence may be run more than once.
 func (c *Client) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error] {
-	return func(yield func(eventagg.Event, error) bool) {
-		after, left := q.After, q.Limit
-		for {
-			n := clientPage
-			if q.Limit > 0 {
-				n = min(n, left)
-			}
-			v := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(n)}}
-			if q.Topic != "" {
-				v.Set("topic", q.Topic)
-			}
-			data, err := c.do(ctx, http.MethodGet, "/events", v, nil)
-			var page []eventagg.Event
-			if err == nil {
-				err = json.Unmarshal(data, &page)
-			}
-			if err != nil {
-				yield(eventagg.Event{}, err)
-				return
-			}
-			for _, e := range page {
-				if !yield(e, nil) {
-					return
-				}
-			}
-			if len(page) < n {
-				return
-			}
-			after, left = page[len(page)-1].Seq, left-len(page)
-			if q.Limit > 0 && left == 0 {
-				return
-			}
+	return eventagg.Paginate(q, clientPage, func(dst []eventagg.Event, after int64, n int) ([]eventagg.Event, error) {
+		v := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(n)}}
+		if q.Topic != "" {
+			v.Set("topic", q.Topic)
 		}
-	}
+		data, err := c.do(ctx, http.MethodGet, "/events", v, nil)
+		if err != nil {
+			return dst, err
+		}
+		var page []eventagg.Event
+		if err := json.Unmarshal(data, &page); err != nil {
+			return dst, fmt.Errorf("httpapi: decoding events: %w", err)
+		}
+		return append(dst, page...), nil
+	})
 }
 
 // do sends a request, retrying temporary failures, and returns the body of

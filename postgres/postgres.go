@@ -292,34 +292,9 @@ func (s *Store) fail(ctx context.Context, err error) error {
 // reader that pages with Query.After never skips an event stored later by
 // another replica. See the package documentation.
 func (s *Store) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error] {
-	return func(yield func(eventagg.Event, error) bool) {
-		after, left := max(q.After, 0), q.Limit
-		var page []eventagg.Event
-		for {
-			n := pageSize
-			if q.Limit > 0 {
-				if left <= 0 {
-					return
-				}
-				n = min(n, left)
-			}
-			var err error
-			if page, err = s.page(ctx, page[:0], q.Topic, after, n); err != nil {
-				yield(eventagg.Event{}, err)
-				return
-			}
-			for _, e := range page {
-				if !yield(e, nil) {
-					return
-				}
-			}
-			if len(page) < n {
-				return
-			}
-			after = page[len(page)-1].Seq
-			left -= len(page)
-		}
-	}
+	return eventagg.Paginate(q, pageSize, func(dst []eventagg.Event, after int64, n int) ([]eventagg.Event, error) {
+		return s.page(ctx, dst, q.Topic, after, n)
+	})
 }
 
 // page appends to dst up to n events with a Seq above after.
