@@ -211,13 +211,7 @@ func TestRunServesEveryEndpoint(t *testing.T) {
 }
 
 func TestParseConfig(t *testing.T) {
-	tests := []struct {
-		name    string
-		args    []string
-		env     map[string]string
-		check   func(*config) bool
-		wantErr string
-	}{
+	runConfigCases(t, []configCase{
 		{"Defaults", nil, nil, func(c *config) bool {
 			return c.addr == ":8080" && c.db == "events.db" && c.sync == "full" && c.maxBody == 16<<20 && c.logFormat == "text"
 		}, ""},
@@ -236,17 +230,27 @@ func TestParseConfig(t *testing.T) {
 		{"BadLogFormat", []string{"-log-format", "xml"}, nil, nil, "text or json"},
 		{"BadSync", []string{"-sync", "sometimes"}, nil, nil, "full, normal or off"},
 		{"ZeroBatch", []string{"-max-batch", "0"}, nil, nil, "must be positive"},
-	}
+	})
+}
+
+// configCase is a parseConfig table case: either check accepts the config,
+// or the error contains wantErr and is a usage error (exit code 2).
+type configCase struct {
+	name    string
+	args    []string
+	env     map[string]string
+	check   func(*config) bool
+	wantErr string
+}
+
+func runConfigCases(t *testing.T, tests []configCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			c, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, &stderr)
+			c, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
 			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("parseConfig() error = %v, want one containing %q", err, tt.wantErr)
-				}
-				if exitCode(err) != 2 {
-					t.Errorf("exit code for %v = %d, want 2", err, exitCode(err))
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || exitCode(err) != 2 {
+					t.Fatalf("parseConfig() error = %v, want a usage error containing %q", err, tt.wantErr)
 				}
 				return
 			}

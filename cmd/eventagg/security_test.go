@@ -36,13 +36,7 @@ func TestParseSecurityConfig(t *testing.T) {
 	}
 	tokenFile := file("token", "from-file\n")
 	emptyFile := file("empty", " \n")
-	tests := []struct {
-		name    string
-		args    []string
-		env     map[string]string
-		check   func(*config) bool
-		wantErr string
-	}{
+	runConfigCases(t, []configCase{
 		{"Defaults", nil, nil, func(c *config) bool {
 			return c.token == "" && !c.tokenReads && c.tlsCert == "" && c.maxDBSize == 0 && c.busyTimeout == 5*time.Second &&
 				c.readHeader == 10*time.Second && c.readTimeout == 60*time.Second && c.idleTimeout == 120*time.Second
@@ -68,24 +62,7 @@ func TestParseSecurityConfig(t *testing.T) {
 		{"KeyWithoutCert", nil, map[string]string{"EVENTAGG_TLS_KEY": "k.pem"}, nil, "give both or neither"},
 		{"ZeroTimeout", []string{"-read-timeout", "0s"}, nil, nil, "must be positive"},
 		{"NegativeSize", []string{"-max-db-size", "-1"}, nil, nil, "must not be negative"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || exitCode(err) != 2 {
-					t.Fatalf("parseConfig() error = %v, want a usage error containing %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("parseConfig() error: %v", err)
-			}
-			if !tt.check(c) {
-				t.Errorf("parseConfig() = %+v", *c)
-			}
-		})
-	}
+	})
 }
 
 // TestTokenProtectsServer runs the server with a token from a file: publishes
