@@ -141,6 +141,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.request(rec.handler, status)
 		if rec.handler == "publish" {
 			h.metrics.publishLatency(d)
+			switch status {
+			case http.StatusBadRequest, http.StatusRequestTimeout, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+				h.metrics.rejected.Add(1) // the request itself was at fault
+			}
 		}
 		attrs := []slog.Attr{
 			slog.String("method", r.Method),
@@ -196,19 +200,18 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	body, err := readBody(w, r, h.opts.MaxBodyBytes, gzipped)
+	withIndexes, err := boolParam(r.URL.Query(), "duplicates")
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	withIndexes, err := boolParam(r.URL.Query(), "duplicates")
+	body, err := readBody(w, r, h.opts.MaxBodyBytes, gzipped)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
 	events, err := decodeEvents(body, h.opts.MaxBatch)
 	if err != nil {
-		h.metrics.rejected.Add(1)
 		h.writeError(w, r, err)
 		return
 	}
@@ -217,9 +220,6 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := h.agg.Publish(r.Context(), events...)
 	if err != nil {
-		if errors.Is(err, eventagg.ErrInvalidEvent) {
-			h.metrics.rejected.Add(1)
-		}
 		h.writeError(w, r, err)
 		return
 	}

@@ -507,11 +507,15 @@ func parseProm(t *testing.T, text string) map[string]float64 {
 }
 
 func TestMetrics(t *testing.T) {
-	s := newServer(t, nil, nil, nil)
+	s := newServer(t, nil, nil, &httpapi.Options{MaxBodyBytes: 1024})
 	s.do(t, "POST", "/publish", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"1"}]`)
 	s.do(t, "POST", "/publish", `{"topic":"a","event_id":"2"}`)
-	s.do(t, "POST", "/publish", `{"topic":""}`)
-	s.do(t, "POST", "/publish", `{`)
+	s.do(t, "POST", "/publish", `{"topic":""}`)                    // invalid event: 400
+	s.do(t, "POST", "/publish", `{`)                               // malformed: 400
+	s.do(t, "POST", "/publish", "["+strings.Repeat(" ", 2000)+"]") // too large: 413
+	req := httptest.NewRequestWithContext(t.Context(), "POST", "/publish", strings.NewReader(`{}`))
+	req.Header.Set("Content-Type", "text/plain")
+	s.h.ServeHTTP(httptest.NewRecorder(), req) // wrong type: 415
 	s.do(t, "GET", "/nope", "")
 	resp := s.do(t, "GET", "/metrics", "")
 	if resp.status != 200 || !strings.HasPrefix(resp.header.Get("Content-Type"), "text/plain; version=0.0.4") {
@@ -522,13 +526,15 @@ func TestMetrics(t *testing.T) {
 		"eventagg_events_received_total":                             3,
 		"eventagg_events_unique_total":                               2,
 		"eventagg_events_duplicate_total":                            1,
-		"eventagg_publish_rejected_total":                            2,
+		"eventagg_publish_rejected_total":                            4,
 		"eventagg_queue_depth":                                       0,
 		`eventagg_http_requests_total{handler="publish",code="200"}`: 2,
 		`eventagg_http_requests_total{handler="publish",code="400"}`: 2,
+		`eventagg_http_requests_total{handler="publish",code="413"}`: 1,
+		`eventagg_http_requests_total{handler="publish",code="415"}`: 1,
 		`eventagg_http_requests_total{handler="other",code="404"}`:   1,
-		`eventagg_publish_duration_seconds_bucket{le="+Inf"}`:        4,
-		"eventagg_publish_duration_seconds_count":                    4,
+		`eventagg_publish_duration_seconds_bucket{le="+Inf"}`:        6,
+		"eventagg_publish_duration_seconds_count":                    6,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)

@@ -20,7 +20,7 @@ var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 // metrics holds what this process counts itself; the event counters come
 // from the store, so they are exact across restarts and replicas.
 type metrics struct {
-	rejected atomic.Int64 // publish requests rejected as invalid
+	rejected atomic.Int64 // publish requests answered 400, 408, 413 or 415
 
 	mu       sync.Mutex
 	requests map[requestKey]int64
