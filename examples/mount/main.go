@@ -7,12 +7,18 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/eventagg/eventagg"
@@ -29,25 +35,61 @@ func requestID(next http.Handler) http.Handler {
 }
 
 func main() {
-	store, err := eventagg.OpenSQLite("mounted.db", nil)
+	addr := flag.String("addr", "127.0.0.1:8082", "listen address")
+	db := flag.String("db", "mounted.db", "SQLite database file")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer store.Close()
+	if err := run(ctx, ln, *db, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// run serves the application, with eventagg under /eventagg/ over the
+// SQLite database at dbPath, on ln until ctx ends.
+func run(ctx context.Context, ln net.Listener, dbPath string, logger *slog.Logger) (err error) {
+	defer ln.Close()
+	store, err := eventagg.OpenSQLite(dbPath, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
 	agg, err := eventagg.New(store, nil)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
-	defer agg.Close()
+	defer func() { err = errors.Join(err, agg.Close()) }() // before store.Close
 
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "the application; eventagg lives under /eventagg/")
 	})
 	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", httpapi.NewHandler(agg, &httpapi.Options{Logger: logger})))
 
-	srv := &http.Server{Addr: "127.0.0.1:8082", Handler: requestID(mux), ReadHeaderTimeout: 5 * time.Second}
-	logger.Info("listening", "url", "http://"+srv.Addr+"/eventagg/stats")
-	log.Fatal(srv.ListenAndServe())
+	srv := &http.Server{Handler: requestID(mux), ReadHeaderTimeout: 5 * time.Second}
+	logger.Info("listening", "url", "http://"+ln.Addr().String()+"/eventagg/stats")
+	return serve(ctx, srv, ln)
+}
+
+// serve runs srv on ln until ctx ends, then lets the requests under way finish.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if err != nil {
+		srv.Close()
+	}
+	<-errc // http.ErrServerClosed
+	return err
 }

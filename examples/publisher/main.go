@@ -11,11 +11,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/http/httptest"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/eventagg/eventagg"
@@ -25,42 +30,55 @@ import (
 func main() {
 	url := flag.String("url", "", "eventagg server URL (default: one started in process)")
 	flag.Parse()
-	if *url == "" {
-		agg, err := eventagg.New(eventagg.NewMemoryStore(), nil)
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer agg.Close()
-		srv := httptest.NewServer(httpapi.NewHandler(agg, nil))
-		defer srv.Close()
-		*url = srv.URL
-	}
-	client, err := httpapi.NewClient(*url, nil) // retries network errors, 429 and 5xx
-	if err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *url, os.Stdout); err != nil {
 		log.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+// run publishes a batch three times to the server at url (or, if url is
+// empty, to one it starts in process) and writes what happened to out.
+func run(ctx context.Context, url string, out io.Writer) (err error) {
+	if url == "" {
+		store := eventagg.NewMemoryStore()
+		defer func() { err = errors.Join(err, store.Close()) }()
+		var agg *eventagg.Aggregator
+		if agg, err = eventagg.New(store, nil); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, agg.Close()) }() // before store.Close
+		srv := httptest.NewServer(httpapi.NewHandler(agg, nil))
+		defer srv.Close() // before agg.Close
+		url = srv.URL
+	}
+	client, err := httpapi.NewClient(url, nil) // retries network errors, 429 and 5xx
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
-	run := strconv.FormatInt(time.Now().UnixNano(), 36) // fresh ids on every run
+	runID := strconv.FormatInt(time.Now().UnixNano(), 36) // fresh ids on every run
 	var batch []eventagg.Event
 	for i := range 5 {
-		batch = append(batch, eventagg.Event{Topic: "examples", EventID: run + "-" + strconv.Itoa(i), Source: "publisher"})
+		batch = append(batch, eventagg.Event{Topic: "examples", EventID: runID + "-" + strconv.Itoa(i), Source: "publisher"})
 	}
 	before, err := client.Stats(ctx)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	for attempt := 1; attempt <= 3; attempt++ {
 		res, err := client.Publish(ctx, batch...)
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
-		fmt.Printf("send %d: processed %d, duplicates dropped %d\n", attempt, res.Processed, res.Duplicates)
+		fmt.Fprintf(out, "send %d: processed %d, duplicates dropped %d\n", attempt, res.Processed, res.Duplicates)
 	}
 	after, err := client.Stats(ctx)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
-	fmt.Printf("stored %d new events for %d sent\n", after.UniqueProcessed-before.UniqueProcessed, after.Received-before.Received)
+	fmt.Fprintf(out, "stored %d new events for %d sent\n", after.UniqueProcessed-before.UniqueProcessed, after.Received-before.Received)
+	return nil
 }

@@ -9,29 +9,54 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"io"
 	"log"
+	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/eventagg/eventagg"
 )
 
 func main() {
-	store, err := eventagg.OpenSQLite("webhooks.db", nil)
+	addr := flag.String("addr", "127.0.0.1:8081", "listen address")
+	db := flag.String("db", "webhooks.db", "SQLite database file")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer store.Close()
+	if err := run(ctx, ln, *db, log.Default()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// run serves the webhook receiver on ln, recording deliveries in the SQLite
+// database at dbPath, until ctx ends.
+func run(ctx context.Context, ln net.Listener, dbPath string, logger *log.Logger) (err error) {
+	defer ln.Close()
+	store, err := eventagg.OpenSQLite(dbPath, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
 	agg, err := eventagg.New(store, nil)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
-	defer agg.Close()
+	defer func() { err = errors.Join(err, agg.Close()) }() // before store.Close
 
-	http.HandleFunc("POST /webhook", func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /webhook", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 		if err != nil || !json.Valid(body) || r.Header.Get("X-Delivery-ID") == "" {
 			http.Error(w, "want a JSON body and an X-Delivery-ID header", http.StatusBadRequest)
@@ -51,14 +76,33 @@ func main() {
 			return
 		}
 		if !res.New[0] {
-			log.Printf("delivery %s: redelivery, ignored", r.Header.Get("X-Delivery-ID"))
+			logger.Printf("delivery %s: redelivery, ignored", r.Header.Get("X-Delivery-ID"))
 			w.WriteHeader(http.StatusOK)
 			return
 		}
-		log.Printf("delivery %s: processing %s", r.Header.Get("X-Delivery-ID"), body)
+		logger.Printf("delivery %s: processing %s", r.Header.Get("X-Delivery-ID"), body)
 		w.WriteHeader(http.StatusAccepted)
 	})
-	srv := &http.Server{Addr: "127.0.0.1:8081", ReadHeaderTimeout: 5 * time.Second}
-	log.Printf("webhook receiver on http://%s/webhook", srv.Addr)
-	log.Fatal(srv.ListenAndServe())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	logger.Printf("webhook receiver on http://%s/webhook", ln.Addr())
+	return serve(ctx, srv, ln)
+}
+
+// serve runs srv on ln until ctx ends, then lets the requests under way finish.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if err != nil {
+		srv.Close()
+	}
+	<-errc // http.ErrServerClosed
+	return err
 }

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/eventagg/eventagg"
+)
+
+// receiver is one run of the program, on a port of its own.
+type receiver struct {
+	t    testing.TB
+	url  string       // of the webhook endpoint
+	logs *syncBuffer  // what run logged
+	stop func() error // ends run and returns its error; idempotent
+}
+
+// start runs the program on 127.0.0.1:0 with the database at db, and stops
+// it when the test ends if the test has not.
+func start(t *testing.T, db string) *receiver {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, ln, db, log.New(logs, "", 0)) }()
+	stop := sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	// The listener already accepts connections: requests wait in its
+	// backlog until run serves them, so there is nothing to wait for.
+	return &receiver{url: "http://" + ln.Addr().String() + "/webhook", logs: logs, stop: stop, t: t}
+}
+
+// post delivers body with the delivery id (none if empty) and returns the status.
+func (r *receiver) post(id, body string) int {
+	r.t.Helper()
+	req, err := http.NewRequestWithContext(r.t.Context(), http.MethodPost, r.url, strings.NewReader(body))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if id != "" {
+		req.Header.Set("X-Delivery-ID", id)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// processed counts the times delivery id was processed in the logs.
+func (r *receiver) processed(id string) int {
+	return strings.Count(r.logs.String(), "delivery "+id+": processing ")
+}
+
+func TestRedeliveryIsNotProcessedAgain(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "webhooks.db")
+
+	first := start(t, db)
+	steps := []struct {
+		id, body string
+		want     int
+	}{
+		{"d-1", `{"order":42}`, http.StatusAccepted}, // processed
+		{"d-1", `{"order":42}`, http.StatusOK},       // redelivery, ignored
+		{"d-2", `{"order":43}`, http.StatusAccepted},
+		{"d-1", `{"order":"changed"}`, http.StatusOK}, // the id decides, not the body
+		{"d-2", `{"order":43}`, http.StatusOK},
+	}
+	for _, s := range steps {
+		if got := first.post(s.id, s.body); got != s.want {
+			t.Errorf("POST %s %s: status %d, want %d", s.id, s.body, got, s.want)
+		}
+	}
+	if err := first.stop(); err != nil {
+		t.Fatalf("stopping the first run: %v", err)
+	}
+	for _, id := range []string{"d-1", "d-2"} {
+		if n := first.processed(id); n != 1 {
+			t.Errorf("first run processed %s %d times, want once; log:\n%s", id, n, first.logs)
+		}
+	}
+
+	// A restart on the same database remembers the deliveries.
+	second := start(t, db)
+	for _, s := range []struct {
+		id   string
+		want int
+	}{
+		{"d-1", http.StatusOK},
+		{"d-2", http.StatusOK},
+		{"d-3", http.StatusAccepted},
+		{"d-3", http.StatusOK},
+	} {
+		if got := second.post(s.id, `{"order":44}`); got != s.want {
+			t.Errorf("after restart, POST %s: status %d, want %d", s.id, got, s.want)
+		}
+	}
+	if err := second.stop(); err != nil {
+		t.Fatalf("stopping the second run: %v", err)
+	}
+	for id, want := range map[string]int{"d-1": 0, "d-2": 0, "d-3": 1} {
+		if n := second.processed(id); n != want {
+			t.Errorf("second run processed %s %d times, want %d; log:\n%s", id, n, want, second.logs)
+		}
+	}
+
+	// The database holds each delivery once, every copy counted.
+	stats := readStats(t, db)
+	want := eventagg.Counts{Received: 9, UniqueProcessed: 3, DuplicateDropped: 6}
+	if stats.Counts != want {
+		t.Errorf("stored counters %+v, want %+v", stats.Counts, want)
+	}
+}
+
+func TestBadRequestIs400(t *testing.T) {
+	t.Parallel()
+	r := start(t, filepath.Join(t.TempDir(), "webhooks.db"))
+	for _, c := range []struct {
+		name, id, body string
+	}{
+		{"no X-Delivery-ID", "", `{"order":42}`},
+		{"non-JSON body", "bad-1", `order=42`},
+		{"empty body", "bad-2", ``},
+		{"truncated JSON", "bad-3", `{"order":`},
+		{"delivery id over 255 bytes", strings.Repeat("x", 256), `{"order":42}`},
+		{"payload not I-JSON", "bad-4", `{"order":1,"order":2}`},
+	} {
+		if got := r.post(c.id, c.body); got != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", c.name, got)
+		}
+	}
+	// Nothing was recorded: the same ids delivered properly are new.
+	for _, id := range []string{"bad-1", "bad-2", "bad-3", "bad-4"} {
+		if got := r.post(id, `{"order":42}`); got != http.StatusAccepted {
+			t.Errorf("POST %s after a bad request with that id: status %d, want 202", id, got)
+		}
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(r.logs.String(), ": processing "); n != 4 {
+		t.Errorf("processed %d deliveries, want 4; log:\n%s", n, r.logs)
+	}
+}
+
+// readStats opens the database at path after the program closed it.
+func readStats(t *testing.T, path string) eventagg.Stats {
+	t.Helper()
+	store, err := eventagg.OpenSQLite(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	stats, err := store.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stats
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
