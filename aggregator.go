@@ -332,8 +332,12 @@ func (a *Aggregator) ack() {
 func (a *Aggregator) answer(w written) {
 	ctx := context.Background()
 	if w.err != nil {
+		events := 0
+		for _, r := range w.reqs {
+			events += len(r.events)
+		}
 		a.log.LogAttrs(ctx, slog.LevelError, "eventagg: append failed",
-			slog.Int("events", len(w.isNew)), slog.Int("calls", len(w.reqs)), slog.Any("error", w.err))
+			slog.Int("events", events), slog.Int("calls", len(w.reqs)), slog.Any("error", w.err))
 		err := fmt.Errorf("%w: %w", ErrStore, w.err)
 		for _, r := range w.reqs {
 			r.reply <- reply{err: err}
@@ -406,6 +410,15 @@ func (a *Aggregator) Ping(ctx context.Context) error {
 	}
 	_, err := a.store.Stats(ctx)
 	return err
+}
+
+// StoreMetrics returns the store's own metrics if it implements
+// [MetricsReporter], and nil if not.
+func (a *Aggregator) StoreMetrics() []StoreMetric {
+	if r, ok := a.store.(MetricsReporter); ok {
+		return r.StoreMetrics()
+	}
+	return nil
 }
 
 // QueueLen returns how many Publish calls wait for the writer now.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventagg/eventagg/internal/tmpfs"
 	"github.com/ncruces/go-sqlite3"
 )
 
@@ -75,7 +76,7 @@ func TestPublishSurvivesStoreFaults(t *testing.T) {
 			s := &switchStore{Store: NewMemoryStore()}
 			return s, func() { s.fail.Store(true) }, func() { s.fail.Store(false) }
 		}},
-		{"DiskFull", sqlite3.FULL, func(t *testing.T) (Store, func(), func()) {
+		{"SizeCapReached", ErrFull, func(t *testing.T) (Store, func(), func()) {
 			// The database may not grow past 256 KiB. Another program fills it
 			// (the disk fills up), then frees the space.
 			s, path := openSQLiteForTest(t, &SQLiteOptions{MaxSizeBytes: 256 << 10})
@@ -85,6 +86,17 @@ func TestPublishSurvivesStoreFaults(t *testing.T) {
 				}, func() {
 					mustExec(t, other, `DROP TABLE filler`)
 				}
+		}},
+		{"FullFileSystem", ErrFull, func(t *testing.T) (Store, func(), func()) {
+			// A real full disk: a small tmpfs, filled by another file.
+			dir := tmpfs.Mount(t, 4<<20)
+			s, err := OpenSQLite(filepath.Join(dir, "events.db"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			var free func()
+			return s, func() { free = tmpfs.Fill(t, dir) }, func() { free() }
 		}},
 		{"Locked", sqlite3.BUSY, func(t *testing.T) (Store, func(), func()) {
 			// Another process holds the write lock longer than the store waits.
@@ -182,8 +194,8 @@ func TestSQLiteMaxSizeBytes(t *testing.T) {
 			stored++
 		}
 	}
-	if !errors.Is(err, sqlite3.FULL) {
-		t.Fatalf("after %d events Append = %v, want an error matching sqlite3.FULL", stored, err)
+	if !errors.Is(err, sqlite3.FULL) || !errors.Is(err, ErrFull) {
+		t.Fatalf("after %d events Append = %v, want an error matching ErrFull and sqlite3.FULL", stored, err)
 	}
 	if stored == 0 || stored*4000 > capBytes {
 		t.Errorf("%d events of 4000 bytes fit under a cap of %d bytes", stored, capBytes)

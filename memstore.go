@@ -60,8 +60,9 @@ func (m *MemoryStore) Append(ctx context.Context, events []Event) ([]bool, error
 // memPage is how many events a listing copies under the lock at a time.
 const memPage = 256
 
-// Events implements [Store.Events]. It copies events in small pages, so a
-// slow consumer does not hold the store's lock.
+// Events implements [Store.Events]. It copies events in small pages (at most
+// about [PageBytes] of payload), so a slow consumer neither holds the
+// store's lock nor copies of many payloads.
 func (m *MemoryStore) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
 	return Paginate(q, memPage, func(dst []Event, after int64, n int) ([]Event, error) {
 		if err := ctx.Err(); err != nil {
@@ -79,13 +80,15 @@ func (m *MemoryStore) page(dst []Event, topic string, after int64, n int) ([]Eve
 		return dst, ErrClosed
 	}
 	// Seq is index+1, so the events after `after` start at index `after`.
+	size := 0
 	for _, e := range m.events[min(after, int64(len(m.events))):] {
-		if len(dst) == n {
+		if len(dst) == n || size >= PageBytes {
 			break
 		}
 		if topic == "" || e.Topic == topic {
 			e.Payload = bytes.Clone(e.Payload)
 			dst = append(dst, e)
+			size += len(e.Payload)
 		}
 	}
 	return dst, nil

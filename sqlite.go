@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ncruces/go-sqlite3"
@@ -56,12 +59,21 @@ type SQLiteOptions struct {
 	MaxReaders int
 	// MaxSizeBytes, if positive, caps the size of the database file, rounded
 	// down to whole pages (PRAGMA max_page_count). A write that would grow it
-	// further fails with an error matching sqlite3.FULL, as on a full disk,
-	// and stores nothing; writes that fit in free pages go on. The
-	// write-ahead log beside the file is not counted: it adds a few MiB
-	// between checkpoints. A database already larger than the cap opens, but
-	// does not grow. Default: no cap.
+	// further fails with an error matching [ErrFull] (and sqlite3.FULL), as
+	// on a full disk, and stores nothing; writes that fit in free pages go
+	// on. The write-ahead log beside the file is not counted: it adds a few
+	// MiB between checkpoints. A database already larger than the cap opens,
+	// but does not grow. Default: no cap.
 	MaxSizeBytes int64
+	// Logger receives the store's own records: a checkpoint that fails, the
+	// damage that makes the store refuse writes (see [ErrDamaged]), an open
+	// on a full disk. Default: no logging.
+	Logger *slog.Logger
+
+	// For this package's tests; zero values mean the defaults.
+	ckptPages    int              // default ckptPages
+	ckptIdle     time.Duration    // default ckptIdle
+	onCheckpoint func(ckptResult) // called after each checkpoint the checkpointer runs
 }
 
 // Schema identification, kept in the database header.
@@ -101,12 +113,55 @@ CREATE INDEX events_topic_seq ON events (topic_id, seq);
 // Several processes may open the same file: SQLite's locks serialise their
 // writes, and deduplication and counters stay exact.
 //
+// # Checkpoints
+//
+// Commits append to the write-ahead log beside the database file; a
+// checkpoint copies the log into the database, after which the log is
+// written again from its start. The store checkpoints on a connection of its
+// own, off the writer's path, without blocking writers or readers (PASSIVE):
+// after a commit leaves 2048 pages or more in the log, and once writes pause
+// for a second. Should the log still reach 16384 pages, the writer
+// checkpoints before its next transaction. A checkpoint that fails is logged
+// (at most once a minute while failures go on) and counted in StoreMetrics.
+//
+// # Damage
+//
+// After every commit is made durable, and at every Ping, the store checks
+// that the database file and its log are still the files it has open, at
+// their paths, no shorter than it wrote them. A file deleted, renamed,
+// replaced or truncated under the store, a read that finds corrupt data, or
+// a failed fsync makes it damaged for good (see [ErrDamaged]): it refuses
+// every write, the batch in flight is not acknowledged, Ping reports the
+// cause, and the store must be reopened once the files are repaired. Opening
+// reads the edges of every table and index, so that a database whose body is
+// damaged fails to open, saying so.
+//
+// # Full disk
+//
+// A write that finds no room fails with an error matching [ErrFull] and
+// stores nothing; the store goes on serving reads, and the same write
+// succeeds once there is room. If the disk is already full when an existing
+// database is opened, SQLite cannot create the shared-memory index that
+// several connections need, so the store opens it in exclusive mode
+// instead: one connection serves reads and writes (which succeed once there
+// is room again), and other processes cannot open the file until the store
+// is closed. Reopen the store after freeing space to share the file again.
+//
 // SQLiteStore does not register a database/sql driver, so it coexists with any
 // other SQLite driver in the same program.
 type SQLiteStore struct {
 	path     string
 	opts     SQLiteOptions
 	syncMode string // PRAGMA synchronous value
+	log      *slog.Logger
+	pageSize int64
+	fault    fault        // sticky: set once the store is damaged
+	files    *sqliteFiles // the database file and its log, watched
+
+	// exclusive is set when the store was opened on a full disk: the writer
+	// connection holds the file in exclusive locking mode, without shared
+	// memory, and serves the reads too (through wreader), under mu.
+	exclusive bool
 
 	mu       sync.Mutex // guards the writer
 	w        *sqlite3.Conn
@@ -118,6 +173,7 @@ type SQLiteStore struct {
 	addTopic *sqlite3.Stmt
 	addCount *sqlite3.Stmt
 	topicIDs map[string]int64 // committed topics; ids never change
+	wreader  *sqliteReader    // statements of the readers, on w; in exclusive mode only
 
 	slots chan struct{}      // one per reader that may be open
 	idle  chan *sqliteReader // open readers not in use
@@ -128,27 +184,36 @@ type SQLiteStore struct {
 	syncer *walSyncer
 
 	// Checkpoints run on a connection of their own, off the writer's path.
-	walPages   int           // WAL size after the last commit; guarded by mu
+	walFrames  atomic.Int64  // frames in the WAL after the last commit
+	commits    atomic.Uint64 // commits made, to tell when writes pause
 	ckpt       chan struct{} // buffered: a checkpoint is wanted
+	ckptMu     sync.Mutex    // held by a checkpoint of this store's, so that two never collide
 	ckptExited chan struct{} // closed when the checkpointer has closed its connection
+	ckptStats  ckptStats
 }
 
 // Checkpoint thresholds, in WAL pages. After a commit that leaves the WAL at
 // ckptPages or more, the checkpointer copies it into the database in the
-// background while the writer goes on. Should the WAL still reach
-// ckptHardPages (the checkpointer cannot keep up, or a long read holds it
-// back), the writer checkpoints itself before its next transaction, which
-// bounds the WAL and the cost of reading through it.
+// background while the writer goes on; it does so too once no commit was
+// made for ckptIdle. Should the WAL still reach ckptHardFactor times
+// ckptPages (writes go on without a pause, so that no checkpoint copies the
+// whole log and lets it restart; or a long read holds it back), the writer
+// checkpoints itself before its next transaction, which bounds the WAL and
+// the cost of reading through it.
 const (
-	ckptPages     = 2048
-	ckptHardPages = 16384
+	ckptPages      = 2048
+	ckptHardFactor = 8
+	ckptIdle       = time.Second
 )
 
 // OpenSQLite opens the database at path, creating the file and the schema if
 // needed. opts may be nil.
 //
-// It fails if the file is not an eventagg database, or was written by a newer
-// version of eventagg than this one.
+// It fails if the file is not an eventagg database, was written by a newer
+// version of eventagg than this one, or is damaged (the error then matches
+// [ErrDamaged]). On a full disk, a new database cannot be created (the error
+// matches [ErrFull]), and an existing one opens in exclusive mode (see
+// [SQLiteStore]).
 func OpenSQLite(path string, opts *SQLiteOptions) (*SQLiteStore, error) {
 	if path == "" || path == ":memory:" {
 		return nil, errors.New("eventagg: OpenSQLite needs a file path (use NewMemoryStore for memory)")
@@ -163,52 +228,100 @@ func OpenSQLite(path string, opts *SQLiteOptions) (*SQLiteStore, error) {
 	if s.opts.MaxReaders <= 0 {
 		s.opts.MaxReaders = 4
 	}
+	if s.opts.ckptPages <= 0 {
+		s.opts.ckptPages = ckptPages
+	}
+	if s.opts.ckptIdle <= 0 {
+		s.opts.ckptIdle = ckptIdle
+	}
+	s.log = s.opts.Logger
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.fault.log = s.log
 	syncMode, err := s.opts.Sync.pragma()
 	if err != nil {
 		return nil, err
 	}
 	s.slots = make(chan struct{}, s.opts.MaxReaders)
 	s.idle = make(chan *sqliteReader, s.opts.MaxReaders)
-
 	s.syncMode = syncMode
-	if err := s.openWriter(); err != nil {
+
+	existed := fileSize(path) > 0
+	err = s.openWriter()
+	if err != nil && fullDisk(err, path) && existed {
+		// No room for the shared-memory index: read (and write, once there
+		// is room) through one connection that needs none.
 		closeConn(s.w)
-		return nil, fmt.Errorf("eventagg: open %s: %w", path, err)
+		s.w, s.exclusive = nil, true
+		if xerr := s.openWriter(); xerr != nil {
+			err = errors.Join(err, fmt.Errorf("in exclusive mode: %w", xerr))
+		} else {
+			err = nil
+			s.log.LogAttrs(context.Background(), slog.LevelWarn,
+				"eventagg: the disk is full: the SQLite database is open in exclusive mode, for reads and, once there is room, writes; other processes cannot open it until this one closes it",
+				slog.String("db", path))
+		}
 	}
-	ckptConn, err := s.openConn()
+	var ckptConn *sqlite3.Conn
+	if err == nil {
+		s.files, err = openSQLiteFiles(s.w, path)
+	}
+	if err == nil && !s.exclusive {
+		ckptConn, err = s.openCheckpointConn()
+	}
 	if err != nil {
 		closeConn(s.w)
-		return nil, fmt.Errorf("eventagg: open %s: %w", path, err)
+		if s.files != nil {
+			s.files.close()
+		}
+		if !existed && fileSize(path) == 0 {
+			// Leave no empty database behind: the next open would take it
+			// for one that lost its contents.
+			for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+				os.Remove(path + suffix)
+			}
+		}
+		return nil, fmt.Errorf("eventagg: open %s: %w", path, openError(err, path))
 	}
 	s.ckpt = make(chan struct{}, 1)
 	s.ckptExited = make(chan struct{})
 	go s.checkpointer(ckptConn)
 	if s.opts.Sync == SyncFull {
-		s.syncer = newWALSyncer(path)
+		s.syncer = newWALSyncer(s.files.wal, s.checkFiles, &s.fault)
 	}
 	return s, nil
 }
 
-// checkpointer copies the WAL into the database whenever the writer asks,
-// without blocking it (PASSIVE), until Close.
-func (s *SQLiteStore) checkpointer(c *sqlite3.Conn) {
-	defer close(s.ckptExited)
-	defer closeConn(c)
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-s.ckpt:
-			// An error leaves the WAL to the next checkpoint, or to the
-			// writer's own once it passes ckptHardPages.
-			c.WALCheckpoint("main", sqlite3.CHECKPOINT_PASSIVE)
-		}
+// openError says what an error of OpenSQLite on path means, in the terms of
+// the package's errors.
+func openError(err error, path string) error {
+	switch {
+	case isCorrupt(err):
+		return damaged("the database is corrupt (restore it from a backup; PRAGMA integrity_check tells what is damaged): %w", err)
+	case fullDisk(err, path):
+		return full(err)
 	}
+	return err
+}
+
+// fileSize returns the size of the file at path, or -1 if there is none.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return -1
+	}
+	return fi.Size()
 }
 
 func (s *SQLiteStore) openWriter() (err error) {
-	if s.w, err = s.openConn(); err != nil {
+	if s.w, err = s.openConn(sqlite3.OPEN_CREATE); err != nil {
 		return err
+	}
+	if s.exclusive {
+		if err = s.w.Exec(`PRAGMA locking_mode=EXCLUSIVE`); err != nil {
+			return err
+		}
 	}
 	if err = s.w.Exec(`PRAGMA journal_mode=WAL`); err != nil {
 		return err
@@ -221,23 +334,28 @@ func (s *SQLiteStore) openWriter() (err error) {
 	if err = s.w.Exec(`PRAGMA synchronous=` + s.syncMode); err != nil {
 		return err
 	}
+	if s.pageSize, err = pragmaInt(s.w, "page_size"); err != nil {
+		return err
+	}
 	if s.opts.MaxSizeBytes > 0 {
-		pageSize, err := pragmaInt(s.w, "page_size")
-		if err != nil {
-			return err
-		}
-		if err := s.w.Exec(fmt.Sprintf(`PRAGMA max_page_count=%d`, max(s.opts.MaxSizeBytes/pageSize, 1))); err != nil {
+		if err := s.w.Exec(fmt.Sprintf(`PRAGMA max_page_count=%d`, max(s.opts.MaxSizeBytes/s.pageSize, 1))); err != nil {
 			return err
 		}
 	}
 	if err = s.migrate(); err != nil {
 		return err
 	}
+	if err = probe(s.w); err != nil {
+		return err
+	}
 	if err = s.w.WALAutoCheckpoint(0); err != nil { // see checkpointer
 		return err
 	}
-	s.w.WALHook(func(_ *sqlite3.Conn, _ string, pages int) error {
-		s.walPages = pages
+	s.w.WALHook(func(_ *sqlite3.Conn, _ string, frames int) error {
+		s.walFrames.Store(int64(frames))
+		if s.files != nil {
+			s.files.committed(frames, s.pageSize)
+		}
 		return nil
 	})
 	for _, p := range []struct {
@@ -258,12 +376,20 @@ func (s *SQLiteStore) openWriter() (err error) {
 			return err
 		}
 	}
+	if s.exclusive {
+		if s.wreader, err = prepareReader(s.w); err != nil {
+			return err
+		}
+	}
 	s.topicIDs = make(map[string]int64)
 	return nil
 }
 
-func (s *SQLiteStore) openConn() (*sqlite3.Conn, error) {
-	c, err := sqlite3.OpenFlags(s.path, sqlite3.OPEN_READWRITE|sqlite3.OPEN_CREATE)
+// openConn opens a connection to the database; flags may add
+// sqlite3.OPEN_CREATE. Only the writer creates the file: a reader that finds
+// it gone fails instead of creating an empty database.
+func (s *SQLiteStore) openConn(flags sqlite3.OpenFlag) (*sqlite3.Conn, error) {
+	c, err := sqlite3.OpenFlags(s.path, sqlite3.OPEN_READWRITE|flags)
 	if err != nil {
 		return nil, err
 	}
@@ -345,9 +471,11 @@ func (s *SQLiteStore) closed() bool {
 // Append implements [Store.Append] in one IMMEDIATE transaction.
 // With SyncFull, it returns after the commit reached the disk.
 //
-// If the fsync that makes the commit durable fails, Append returns that error
-// although the transaction is committed: whether it survives a machine crash
-// is unknown. Every later Append fails too, and the store must be reopened.
+// If the fsync that makes the commit durable fails, or the files turn out to
+// have been deleted, replaced or truncated under the store, Append returns
+// an error matching [ErrDamaged] although the transaction is committed:
+// whether it survives is unknown. Every later Append fails too, and the
+// store must be reopened. A full disk gives an error matching [ErrFull].
 func (s *SQLiteStore) Append(ctx context.Context, events []Event) ([]bool, error) {
 	isNew, durable, err := s.appendNoWait(ctx, events)
 	if err != nil {
@@ -382,38 +510,24 @@ func (s *SQLiteStore) appendNoWait(ctx context.Context, events []Event) (isNew [
 	if s.closed() {
 		return nil, nil, ErrClosed
 	}
-	if s.syncer != nil {
-		if err := s.syncer.failed(); err != nil {
-			return nil, nil, err
-		}
+	if err := s.fault.get(); err != nil {
+		return nil, nil, err
 	}
-	if s.w == nil { // a panic discarded the writer: open a new one
-		if err := s.openWriter(); err != nil {
-			closeConn(s.w)
-			s.w = nil
-			return nil, nil, err
-		}
+	if err := s.writerReady(); err != nil {
+		return nil, nil, err
 	}
-	defer func() {
-		// The driver panics when SQLite runs out of memory. The transaction
-		// is then abandoned; drop the connection rather than trust its state.
-		if p := recover(); p != nil {
-			isNew, durable, err = nil, nil, fmt.Errorf("sqlite: %v", p)
-			closeConnQuietly(s.w)
-			s.w = nil
-		}
-	}()
-	if !s.w.GetAutocommit() {
-		// A failed rollback left a transaction open; end it before going on.
-		if err := s.w.Exec(`ROLLBACK`); err != nil {
-			return nil, nil, err
-		}
-	}
-	if s.walPages >= ckptHardPages {
+	defer s.recoverWriter(&err)
+	if s.walFrames.Load() >= int64(ckptHardFactor*s.opts.ckptPages) {
 		// RESTART waits for readers, so that the next commit writes the WAL
-		// from its start. A failure is not the caller's: the next Append tries again.
-		if _, _, err := s.w.WALCheckpoint("main", sqlite3.CHECKPOINT_RESTART); err == nil {
-			s.walPages = 0
+		// from its start; ckptMu waits for the checkpointer's pass, which
+		// would make it fail with BUSY. A failure is not the caller's: the
+		// next Append tries again, and the checkpointer's count and log show it.
+		s.ckptMu.Lock()
+		_, _, err := s.w.WALCheckpoint("main", sqlite3.CHECKPOINT_RESTART)
+		s.ckptMu.Unlock()
+		s.ckptStats.note(s, s.classify(err))
+		if err == nil {
+			s.walFrames.Store(0)
 		}
 	}
 	s.w.SetInterrupt(ctx)
@@ -437,22 +551,58 @@ func (s *SQLiteStore) appendNoWait(ctx context.Context, events []Event) (isNew [
 		if ctx.Err() != nil && errors.Is(err, sqlite3.INTERRUPT) {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
-		return nil, nil, err
+		return nil, nil, s.classify(err)
 	}
 	for name, id := range created {
 		s.topicIDs[name] = id
 	}
-	if s.walPages >= ckptPages {
+	s.commits.Add(1)
+	if s.walFrames.Load() >= int64(s.opts.ckptPages) {
 		select {
 		case s.ckpt <- struct{}{}:
 		default: // already asked
 		}
 	}
 	if s.syncer == nil {
+		// Without the syncer's check after its fsync, check here that the
+		// commit went to the files at the path.
+		if err := s.checkFiles(); err != nil {
+			return nil, nil, err
+		}
 		return isNew, noWait, nil
 	}
 	ticket := s.syncer.commit()
 	return isNew, func() error { return s.syncer.wait(ticket) }, nil
+}
+
+// writerReady makes sure s.w is usable: it opens a new writer if a panic
+// discarded the last one, and ends a transaction a failed rollback left
+// open. s.mu must be held.
+func (s *SQLiteStore) writerReady() error {
+	if s.w == nil {
+		if err := s.openWriter(); err != nil {
+			closeConn(s.w)
+			s.w, s.wreader = nil, nil
+			return s.classify(err)
+		}
+	}
+	if !s.w.GetAutocommit() {
+		if err := s.w.Exec(`ROLLBACK`); err != nil {
+			return s.classify(err)
+		}
+	}
+	return nil
+}
+
+// recoverWriter, deferred while s.w is in use, turns a panic of the driver
+// (SQLite ran out of memory) into *err and discards the writer, whose
+// transaction was abandoned, rather than trust its state. s.mu must be held.
+func (s *SQLiteStore) recoverWriter(err *error) {
+	if p := recover(); p != nil {
+		*err = fmt.Errorf("sqlite: %v", p)
+		closeConnQuietly(s.w)
+		s.w, s.wreader = nil, nil
+	}
 }
 
 // appendTx does the work of Append inside its transaction.
@@ -537,13 +687,15 @@ func bindPayload(stmt *sqlite3.Stmt, param int, p []byte) error {
 	return stmt.BindBlob(param, p)
 }
 
-// sqlitePage is how many events a listing reads per query. Between pages the
-// listing holds no connection and no read transaction, so a slow consumer
-// neither blocks other readers nor keeps the write-ahead log from checkpointing.
+// sqlitePage is how many events a listing reads per query, at most
+// [PageBytes] of payload. Between pages the listing holds no connection and
+// no read transaction, so a slow consumer neither blocks other readers nor
+// keeps the write-ahead log from checkpointing.
 const sqlitePage = 512
 
-// Events implements [Store.Events]. It reads in pages of a few hundred events,
-// so memory stays flat however many are listed.
+// Events implements [Store.Events]. It reads in pages of a few hundred events
+// and at most about [PageBytes] of payload, so memory stays flat however many
+// are listed and however large they are.
 func (s *SQLiteStore) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
 	return Paginate(q, sqlitePage, func(dst []Event, after int64, n int) ([]Event, error) {
 		return s.page(ctx, dst, q.Topic, after, n)
@@ -562,7 +714,8 @@ func (s *SQLiteStore) page(ctx context.Context, dst []Event, topic string, after
 		if err := errors.Join(stmt.BindInt64(1, after), stmt.BindInt64(2, int64(n))); err != nil {
 			return err
 		}
-		for stmt.Step() {
+		bytes := 0
+		for bytes < PageBytes && stmt.Step() {
 			dst = append(dst, Event{
 				Seq:       stmt.ColumnInt64(0),
 				Topic:     stmt.ColumnText(1),
@@ -571,6 +724,7 @@ func (s *SQLiteStore) page(ctx context.Context, dst []Event, topic string, after
 				Source:    stmt.ColumnText(4),
 				Payload:   stmt.ColumnBlob(5, nil),
 			})
+			bytes += len(dst[len(dst)-1].Payload)
 		}
 		return finish(stmt)
 	})
@@ -597,13 +751,18 @@ func (s *SQLiteStore) Stats(ctx context.Context) (Stats, error) {
 	return statsFromTopics(topics), nil
 }
 
-// Ping implements [Pinger]: it reads a page of the database, and reports
-// the fsync error that stopped writes, if any.
+// Ping implements [Pinger]: it reports the damage that stopped writes, if
+// any (see [ErrDamaged]), checks that the files are still in place, and
+// reads a page of the database.
 func (s *SQLiteStore) Ping(ctx context.Context) error {
-	if s.syncer != nil {
-		if err := s.syncer.failed(); err != nil {
-			return err
-		}
+	if err := s.fault.get(); err != nil {
+		return err
+	}
+	if s.closed() {
+		return ErrClosed
+	}
+	if err := s.checkFiles(); err != nil {
+		return err
 	}
 	return s.read(ctx, func(r *sqliteReader) error {
 		for r.ping.Step() {
@@ -614,10 +773,14 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 
 // read runs fn on a reader of the pool. A panic of the driver (SQLite out of
 // memory) becomes an error, and the reader is closed rather than reused.
+// Corrupt data makes the store damaged (see classify).
 func (s *SQLiteStore) read(ctx context.Context, fn func(*sqliteReader) error) (err error) {
+	if s.exclusive {
+		return s.readOnWriter(ctx, fn)
+	}
 	r, err := s.acquire(ctx)
 	if err != nil {
-		return err
+		return s.classify(err)
 	}
 	defer func() {
 		p := recover()
@@ -626,7 +789,28 @@ func (s *SQLiteStore) read(ctx context.Context, fn func(*sqliteReader) error) (e
 		}
 		s.release(r, p != nil)
 	}()
-	return r.done(ctx, fn(r))
+	return s.classify(r.done(ctx, fn(r)))
+}
+
+// readOnWriter runs fn on the writer's connection, in exclusive mode, where
+// it is the only connection.
+func (s *SQLiteStore) readOnWriter(ctx context.Context, fn func(*sqliteReader) error) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed() {
+		return ErrClosed
+	}
+	if err := s.writerReady(); err != nil {
+		return err
+	}
+	defer s.recoverWriter(&err)
+	r := s.wreader
+	r.conn.SetInterrupt(ctx)
+	defer r.conn.SetInterrupt(context.Background())
+	return s.classify(r.done(ctx, fn(r)))
 }
 
 // Close waits for the write and the reads under way, then closes every
@@ -641,7 +825,7 @@ func (s *SQLiteStore) Close() error {
 			err = s.syncer.close() // syncs the commits not yet durable
 		}
 		err = errors.Join(err, closeConn(s.w)) // the last connection to close checkpoints the WAL
-		s.w = nil
+		s.w, s.wreader = nil, nil
 		s.mu.Unlock()
 		for range cap(s.slots) { // wait for readers in use
 			s.slots <- struct{}{}
@@ -649,6 +833,7 @@ func (s *SQLiteStore) Close() error {
 		for len(s.idle) > 0 {
 			err = errors.Join(err, closeConn((<-s.idle).conn))
 		}
+		s.files.close()
 	})
 	return err
 }
@@ -701,11 +886,10 @@ func (s *SQLiteStore) release(r *sqliteReader, broken bool) {
 }
 
 func (s *SQLiteStore) openReader() (_ *sqliteReader, err error) {
-	c, err := s.openConn()
+	c, err := s.openConn(0)
 	if err != nil {
 		return nil, err
 	}
-	r := &sqliteReader{conn: c}
 	defer func() {
 		if err != nil {
 			closeConn(c)
@@ -714,6 +898,12 @@ func (s *SQLiteStore) openReader() (_ *sqliteReader, err error) {
 	if err := c.Exec(`PRAGMA query_only=1`); err != nil {
 		return nil, err
 	}
+	return prepareReader(c)
+}
+
+// prepareReader prepares the statements of a reader on c.
+func prepareReader(c *sqlite3.Conn) (r *sqliteReader, err error) {
+	r = &sqliteReader{conn: c}
 	const cols = `SELECT e.seq, t.name, e.event_id, e.ts, e.source, e.payload `
 	for _, p := range []struct {
 		stmt **sqlite3.Stmt

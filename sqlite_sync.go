@@ -1,7 +1,6 @@
 package eventagg
 
 import (
-	"fmt"
 	"os"
 	"sync"
 )
@@ -22,27 +21,35 @@ import (
 // written before it durable. At checkpoints and when the log restarts,
 // synchronous=NORMAL still makes SQLite fsync the log and the database itself.
 //
+// After each fsync the syncer checks that the log is still the file at its
+// path (see sqliteFiles): a log deleted or replaced under the store would
+// lose what it holds at the next open, so its commits are not acknowledged.
+//
 // An fsync error is sticky: after it, which writes reached the disk is
 // unknown (the kernel may have dropped the dirty pages), so every later wait
-// fails too, and the store must be reopened.
+// fails too, and the store must be reopened. So is a failed check. Both are
+// recorded as the store's fault (ErrDamaged).
 type walSyncer struct {
-	path  string               // the WAL file
+	file  *os.File             // the WAL file
 	fsync func(*os.File) error // fdatasync; tests replace it
-	file  *os.File             // opened at the first sync
+	// check runs after each fsync, before the commits it covers are
+	// acknowledged: it fails if the log is no longer the file at its path.
+	check func() error
+	fault *fault // the store's; an fsync or check error is recorded there
 
 	mu        sync.Mutex
 	cond      sync.Cond
 	committed uint64        // commits registered
 	synced    uint64        // commits known durable
-	err       error         // sticky fsync error
+	err       error         // sticky: fsync or check error
 	started   uint64        // commits covered by the fsync under way, or by the last
 	queued    chan struct{} // while a commit waits for an fsync to start: closed when one does
 	closing   bool
 	exited    chan struct{}
 }
 
-func newWALSyncer(dbPath string) *walSyncer {
-	w := &walSyncer{path: dbPath + "-wal", fsync: fdatasync, exited: make(chan struct{})}
+func newWALSyncer(file *os.File, check func() error, f *fault) *walSyncer {
+	w := &walSyncer{file: file, fsync: fdatasync, check: check, fault: f, exited: make(chan struct{})}
 	w.cond.L = &w.mu
 	go w.run()
 	return w
@@ -89,7 +96,7 @@ func (w *walSyncer) syncing() <-chan struct{} {
 	return w.queued
 }
 
-// failed returns the sticky fsync error, if any.
+// failed returns the sticky fsync or check error, if any.
 func (w *walSyncer) failed() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -113,11 +120,17 @@ func (w *walSyncer) run() {
 			close(w.queued)
 			w.queued = nil
 		}
+		fsync := w.fsync
 		w.mu.Unlock()
-		err := w.syncFile()
+		err := fsync(w.file)
+		if err != nil {
+			err = w.fault.set(damaged("fsync of %s failed, so writes may not have reached the disk: %w", w.file.Name(), err))
+		} else {
+			err = w.check() // records a failure as the fault itself
+		}
 		w.mu.Lock()
 		if err != nil {
-			w.err = fmt.Errorf("eventagg: fsync of %s failed; acknowledged writes may be lost, reopen the store: %w", w.path, err)
+			w.err = err
 		} else {
 			w.synced = target
 		}
@@ -125,31 +138,13 @@ func (w *walSyncer) run() {
 	}
 }
 
-func (w *walSyncer) syncFile() error {
-	if w.file == nil {
-		f, err := os.OpenFile(w.path, os.O_RDWR, 0)
-		if err != nil {
-			return err
-		}
-		w.file = f
-	}
-	return w.fsync(w.file)
-}
-
-// close syncs what is registered, stops the syncer and closes the file.
-// It returns the sticky error, if any.
+// close syncs what is registered and stops the syncer. It returns the
+// sticky error, if any. The file stays open: it is the store's.
 func (w *walSyncer) close() error {
 	w.mu.Lock()
 	w.closing = true
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	<-w.exited
-	var err error
-	if w.file != nil {
-		err = w.file.Close()
-	}
-	if ferr := w.failed(); ferr != nil {
-		return ferr
-	}
-	return err
+	return w.failed()
 }

@@ -60,11 +60,18 @@ type Query struct {
 	Limit int
 }
 
+// PageBytes bounds the payload bytes of one page of a listing read with
+// [Paginate]: a fetch may stop adding events to a page once their payloads
+// reach PageBytes (a page holds at least one event), so that a listing of
+// large events holds little memory.
+const PageBytes = 1 << 20
+
 // Paginate returns the listing of events matching q as Store.Events must
 // give it, read page by page: fetch appends to dst up to n events of
-// q.Topic with a Seq above after, in Seq order, and returns dst. Paginate
-// asks for pages of at most pageSize events, stops after q.Limit events or at
-// the first short page, and yields fetch's error, if any, once and last.
+// q.Topic with a Seq above after, in Seq order, and returns dst; it may
+// stop early once the payloads it appended reach [PageBytes]. Paginate
+// stops after q.Limit events or at the first page that is short of both
+// bounds, and yields fetch's error, if any, once and last.
 // Stores use it so that a listing holds no connection, lock or transaction
 // between pages, and memory stays flat however many events it lists.
 func Paginate(q Query, pageSize int, fetch func(dst []Event, after int64, n int) ([]Event, error)) iter.Seq2[Event, error] {
@@ -81,18 +88,22 @@ func Paginate(q Query, pageSize int, fetch func(dst []Event, after int64, n int)
 			}
 			var err error
 			if page, err = fetch(page[:0], after, n); err != nil {
+				clear(page)
 				yield(Event{}, err)
 				return
 			}
-			for _, e := range page {
+			bytes := 0
+			for i, e := range page {
+				bytes += len(e.Payload)
+				after = e.Seq
+				page[i] = Event{} // the page's buffer outlives it: keep no payload
 				if !yield(e, nil) {
 					return
 				}
 			}
-			if len(page) < n {
+			if len(page) == 0 || (len(page) < n && bytes < PageBytes) {
 				return
 			}
-			after = page[len(page)-1].Seq
 			left -= len(page)
 		}
 	}
@@ -110,4 +121,34 @@ var (
 	// connection failed during the commit; see Store.Append). The store's own
 	// error is wrapped too. Resending the batch is safe.
 	ErrStore = errors.New("eventagg: store failed")
+	// ErrFull is matched by the error of a write refused for want of space:
+	// the disk or file system is full (ENOSPC), or a size cap such as
+	// [SQLiteOptions].MaxSizeBytes is reached. Nothing was stored; the same
+	// write succeeds once there is room again. The cause is wrapped too.
+	ErrFull = errors.New("eventagg: no space left for the store")
+	// ErrDamaged is matched by every error of a store that can no longer
+	// vouch for what it acknowledges: its files were deleted, replaced or
+	// truncated under it, it read corrupt data, or an fsync failed. The
+	// condition is sticky: the store refuses every write, and [Pinger.Ping]
+	// reports it, until the files are repaired and the store is reopened.
+	// The first cause is wrapped too.
+	ErrDamaged = errors.New("eventagg: store damaged")
 )
+
+// StoreMetric is one sample of a store's own instrumentation, such as the
+// size of SQLite's write-ahead log. Type is "gauge" or "counter"; Name is a
+// Prometheus metric name and Help its one-line description.
+type StoreMetric struct {
+	Name, Help, Type string
+	Value            float64
+}
+
+// MetricsReporter is implemented by stores that report metrics of their own.
+// [Aggregator.StoreMetrics] returns them, and package httpapi serves them
+// on /metrics beside the Aggregator's.
+type MetricsReporter interface {
+	// StoreMetrics returns the store's current samples, in a stable order.
+	// It must be cheap (no queries) and safe to call at any time, even
+	// after Close.
+	StoreMetrics() []StoreMetric
+}

@@ -297,7 +297,8 @@ func (s *Store) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg
 	})
 }
 
-// page appends to dst up to n events with a Seq above after.
+// page appends to dst up to n events with a Seq above after, stopping once
+// their payloads reach eventagg.PageBytes.
 func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, after int64, n int) ([]eventagg.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return dst, err
@@ -318,7 +319,8 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 		return dst, s.fail(ctx, err)
 	}
 	defer rows.Close()
-	for rows.Next() {
+	size := 0
+	for size < eventagg.PageBytes && rows.Next() {
 		var (
 			e       eventagg.Event
 			ns      int64
@@ -330,6 +332,7 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 		e.Timestamp = time.Unix(0, ns).UTC()
 		e.Payload = payload
 		dst = append(dst, e)
+		size += len(payload)
 	}
 	if err := rows.Err(); err != nil {
 		return dst, s.fail(ctx, err)
