@@ -201,6 +201,8 @@ const (
 	fPayload
 	fSeq
 	fEvents // only in the top-level object: {"events":[...]}
+
+	eventFields = fEvents - 1 // every field of an event
 )
 
 var fieldNames = [...]string{"topic", "event_id", "timestamp", "source", "payload", "seq", "events"}
@@ -410,6 +412,10 @@ func (d *decoder) object(i, index int, e *eventagg.Event, wrapper *bool) (int, e
 			i = jsonscan.SkipSpace(data, i+1)
 		case '}':
 			if top && *wrapper {
+				if f := seen & eventFields; f != 0 {
+					return i + 1, badRequest(-1, "events", `the body holds "events" and also the event field %q, so it is not clear what to publish: send one event, or {"events":[...]} without event fields`,
+						fieldName(f))
+				}
 				return i + 1, nil
 			}
 			return i + 1, deferred
@@ -471,6 +477,12 @@ func (d *decoder) member(i, index, f int, e *eventagg.Event, wrapper *bool) (end
 			return end, badRequest(index, "timestamp", "event %d: timestamp must be an RFC 3339 string, like %q (%v)",
 				index, "2026-11-25T12:00:00Z", terr)
 		}
+		if e.Timestamp.IsZero() {
+			// The zero time stands for "absent" in an Event: refuse it
+			// rather than replace what the client stated.
+			return end, badRequest(index, "timestamp", "event %d: timestamp %s is out of range (years 1678 to 2262)",
+				index, data[i:end])
+		}
 	case fPayload:
 		if end, err = d.skip(i, index, "payload"); err == nil {
 			e.Payload = data[i:end:end] // no copy: the body is not reused
@@ -491,10 +503,8 @@ func (d *decoder) member(i, index, f int, e *eventagg.Event, wrapper *bool) (end
 				re.fatal = true // an event of the batch is at fault
 			}
 			return end, err
-		case 'n':
-			return d.skip(i, -1, "events")
 		}
-		err := badRequest(-1, "events", `"events" must be an array of events`)
+		err := badRequest(-1, "events", `"events" must be an array of events, not %s`, jsonKind(data[i:]))
 		err.fatal = true
 		return i, err
 	default:

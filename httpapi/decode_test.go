@@ -26,7 +26,8 @@ import (
 // accepts for one of the documented reasons.
 func allowedDifference(err error) bool {
 	msg := err.Error()
-	for _, reason := range []string{"invalid UTF-8", "lone UTF-16 surrogate", "is given twice", "nests deeper than"} {
+	for _, reason := range []string{"invalid UTF-8", "lone UTF-16 surrogate", "is given twice", "nests deeper than",
+		`"events" must be an array of events`, `holds "events" and also the event field`, "is out of range"} {
 		if strings.Contains(msg, reason) {
 			return true
 		}
@@ -64,8 +65,7 @@ func TestDecodeEventsAgreesWithEncodingJSON(t *testing.T) {
 		`{"topic":"a","event_id":"1","timestamp":"2026-11-25T10:00:00.123456789+02:00","source":"s","payload":{"x":[1,2.5e3,"é"]}}`,
 		` [ {"topic":"a","event_id":"1"} , null, {"topic":"\u00e9\ud83d\ude00","event_id":"\"\\\/\b\f\n\r\t"} ] `,
 		`{"events":[{"topic":"a","event_id":"1","payload":null}]}`,
-		`{"events":[],"topic":5}`,
-		`{"events":null,"topic":"a","event_id":"1"}`,
+		`{"events":[],"x":5}`,
 		`{"EVENTS":[{"Topic":"a","EVENT_ID":"1","ſource":"s"}]}`,
 		`[{"topic":null,"event_id":null,"timestamp":null,"source":null,"seq":null}]`,
 		`[{"topic":"a","event_id":"1","seq":-0,"unknown":{"deep":[[[]]]},"u2":[1e400]}]`,
@@ -97,6 +97,14 @@ func TestDecodeEventsStricterThanEncodingJSON(t *testing.T) {
 		{`{"events":[{"topic":"a","event_id":"1"}],"events":[{"topic":"a","event_id":"2"}]}`, `"events" is given twice`, -1, "events"},
 		{`[{"topic":"a","event_id":"1","payload":` + strings.Repeat("[", 65) + strings.Repeat("]", 65) + `}]`, "payload: nests deeper than 64 levels", 0, "payload"},
 		{`[{"topic":"a","event_id":"1","extra":` + strings.Repeat(`{"a":`, 65) + "1" + strings.Repeat("}", 65) + `}]`, "nests deeper than 64 levels", 0, ""},
+		// What the client states is not replaced, nor is part of it dropped.
+		{`{"events":null}`, `"events" must be an array of events, not null`, -1, "events"},
+		{`{"events":null,"topic":"a","event_id":"1"}`, `"events" must be an array of events, not null`, -1, "events"},
+		{`{"events":[],"topic":5}`, `holds "events" and also the event field "topic"`, -1, "events"},
+		{`{"topic":"a","event_id":"1","events":[{"topic":"b","event_id":"2"}]}`, `holds "events" and also the event field "topic"`, -1, "events"},
+		{`{"payload":{},"events":[{"topic":"b","event_id":"2"}]}`, `holds "events" and also the event field "payload"`, -1, "events"},
+		{`{"topic":"a","event_id":"1","timestamp":"0001-01-01T00:00:00Z"}`, `timestamp "0001-01-01T00:00:00Z" is out of range`, 0, "timestamp"},
+		{`[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"2","timestamp":"0001-01-01T00:00:00.000Z"}]`, `event 1: timestamp "0001-01-01T00:00:00.000Z" is out of range`, 1, "timestamp"},
 	} {
 		body := []byte(tt.body)
 		if _, err := refDecodeEvents(body, 16); err != nil {

@@ -14,25 +14,41 @@
 //     {"error":...,"index":i,"field":...} naming the first bad event; 413 for a
 //     body over [Options].MaxBodyBytes or more than [Options].MaxBatch events;
 //     503 with Retry-After when the queue is full, the server is shutting
-//     down or the store fails. Nothing of a rejected request is stored or
-//     counted. Unknown fields in an event are ignored.
+//     down or the store fails (full, damaged, locked). Nothing of a rejected
+//     request is stored or counted. Unknown fields in an event are ignored.
 //   - GET /events?topic=&after=&limit=: a JSON array of stored events in
 //     acceptance order, each with its "seq". Without limit the whole listing
-//     is streamed in constant memory. With limit (1 to [Options].MaxPage), a
-//     page, and when more events follow, a Link: <...>; rel="next" header
-//     whose after is the last seq of the page.
-//   - GET /stats: {"received","unique_processed","duplicate_dropped","topics":{...},
-//     "started_at","uptime_seconds"}.
+//     is streamed in bounded memory. With limit (1 to [Options].MaxPage), a
+//     page of at most limit events, which also ends after the event that
+//     brings its payloads to [eventagg.PageBytes]; when more events follow,
+//     a Link: <?after=...&limit=...>; rel="next" header, a reference
+//     relative to the request's URL, so that it works under any mount
+//     prefix. At most [Options].MaxListings listings are served at once
+//     (503 with Retry-After above), and a listing whose client reads
+//     nothing for [Options].WriteTimeout is cut.
+//   - GET /stats?topics_after=&topics_limit=: {"received","unique_processed",
+//     "duplicate_dropped","topic_count","topics":{...},"started_at","uptime_seconds"}:
+//     the totals over every topic, the number of topics, and a page of
+//     topics in byte order of their names: [DefaultStatsTopics] of them, or
+//     topics_limit (1 to [Options].MaxPage), after the name topics_after.
+//     When more topics follow, a Link header points to the next page. The
+//     answer's size is bounded however many topics exist.
 //   - GET /health: 200 {"status":"healthy"} after a store ping; 503
-//     {"status":"unhealthy","error":...} when the store fails or the server
-//     is shutting down.
+//     {"status":"unhealthy","error":...} when the store fails, is damaged
+//     (see [eventagg.ErrDamaged]) or the server is shutting down.
 //   - GET /metrics: Prometheus text format: event counters from the store,
 //     rejected publish requests, requests by handler and code, a publish
-//     latency histogram and the queue depth.
+//     latency histogram, the queue depth, the number of topics, and the
+//     store's own metrics ([eventagg.MetricsReporter]: for SQLite, the size
+//     of the write-ahead log, checkpoints, failures, damage).
 //
-// Unknown paths get 404 and wrong methods 405 with an Allow header. Every
-// error body is JSON with an "error" string; internal errors are logged and
-// shown only as "internal error".
+// Query strings are read strictly: one that does not parse (a bad %XX
+// escape, a ';'), a parameter an endpoint does not take, or one given twice
+// gets 400, rather than being read as no filter. Unknown paths get 404 and
+// wrong methods 405 with an Allow header; their messages name the path as
+// the client sent it, mount prefix included. Every error body is JSON with
+// an "error" string; internal errors are logged and shown only as "internal
+// error".
 //
 // # Publish bodies
 //
@@ -40,7 +56,12 @@
 // would silently replace bad bytes and lone surrogate escapes with U+FFFD).
 // A field given twice in an event object is refused (400), since which value
 // counts would be a guess; field names match case-insensitively, as with
-// encoding/json. Payloads must be I-JSON: see [eventagg.Event]. The
+// encoding/json. Payloads must be I-JSON: see [eventagg.Event]. A timestamp
+// that is null or absent is stamped with the receive time; one that is
+// given is kept, or refused when out of range (0001-01-01T00:00:00Z
+// included, which a Go program would otherwise read as absent). A body
+// {"events":...} must hold an array there, not null, and no event fields
+// beside it (what to publish would be a guess). The
 // Content-Type may be absent, application/json or an application/*+json
 // type in UTF-8 (415 otherwise). The body may be gzipped
 // (Content-Encoding: gzip); [Options].MaxBodyBytes then bounds the

@@ -101,5 +101,5 @@ func ExampleHandler_mount() {
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/eventagg/nope", nil))
 	fmt.Print(rec.Code, " ", rec.Body.String())
 	// Output:
-	// 404 {"error":"no such endpoint: /nope (try POST /publish, GET /events, /stats, /health or /metrics)"}
+	// 404 {"error":"no such endpoint: /eventagg/nope (try POST /eventagg/publish, GET /eventagg/events, /eventagg/stats, /eventagg/health or /eventagg/metrics)"}
 }

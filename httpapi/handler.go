@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,9 +22,12 @@ import (
 
 // Defaults of [Options].
 const (
-	DefaultMaxBodyBytes = 16 << 20 // 16 MiB
-	DefaultMaxBatch     = 10000    // events per request
-	DefaultMaxPage      = 10000    // events per GET /events page with a limit
+	DefaultMaxBodyBytes = 16 << 20         // 16 MiB
+	DefaultMaxBatch     = 10000            // events per request
+	DefaultMaxPage      = 10000            // events per GET /events page with a limit, topics per GET /stats page
+	DefaultStatsTopics  = 1000             // topics on a GET /stats page without topics_limit
+	DefaultMaxListings  = 32               // GET /events answers under way at once
+	DefaultWriteTimeout = 30 * time.Second // wait for a client to take more of an answer
 )
 
 // Options configures [NewHandler]. The zero value is the default.
@@ -33,8 +38,19 @@ type Options struct {
 	// MaxBatch bounds the events of one publish request; more get 413.
 	// Default DefaultMaxBatch.
 	MaxBatch int
-	// MaxPage bounds the limit parameter of GET /events. Default DefaultMaxPage.
+	// MaxPage bounds the limit parameter of GET /events and the
+	// topics_limit parameter of GET /stats. Default DefaultMaxPage.
 	MaxPage int
+	// MaxListings bounds the GET /events answers streamed at once; above it
+	// a listing gets 503 with Retry-After. Default DefaultMaxListings.
+	MaxListings int
+	// WriteTimeout bounds how long an answer waits for the client to take
+	// more of it: every write of an answer must complete within it, so a
+	// listing whose client stops reading is cut after WriteTimeout, and
+	// what it held is freed. It needs a ResponseWriter that supports
+	// [http.ResponseController.SetWriteDeadline], as net/http's does.
+	// Default DefaultWriteTimeout; negative: no deadline.
+	WriteTimeout time.Duration
 	// Logger receives one access record per request (method, path, status,
 	// duration, events; never payloads) and the errors that become 5xx.
 	// Default: no logging.
@@ -54,7 +70,7 @@ type Options struct {
 //
 //	POST /publish   one event, a JSON array of events, or {"events":[...]}
 //	GET  /events    ?topic=&after=&limit=  stored events in acceptance order
-//	GET  /stats     counters, per topic, uptime
+//	GET  /stats     ?topics_after=&topics_limit=  counters, a page of topics, uptime
 //	GET  /health    {"status":"healthy"} or 503
 //	GET  /metrics   Prometheus text format
 //
@@ -68,6 +84,7 @@ type Handler struct {
 	mux      *http.ServeMux
 	metrics  *metrics
 	tokenSum [sha256.Size]byte // of opts.Token
+	listings chan struct{}     // one per GET /events answer under way
 }
 
 // NewHandler returns a Handler serving agg. opts may be nil.
@@ -85,6 +102,13 @@ func NewHandler(agg *eventagg.Aggregator, opts *Options) *Handler {
 	if h.opts.MaxPage <= 0 {
 		h.opts.MaxPage = DefaultMaxPage
 	}
+	if h.opts.MaxListings <= 0 {
+		h.opts.MaxListings = DefaultMaxListings
+	}
+	if h.opts.WriteTimeout == 0 {
+		h.opts.WriteTimeout = DefaultWriteTimeout
+	}
+	h.listings = make(chan struct{}, h.opts.MaxListings)
 	if h.opts.Now == nil {
 		h.opts.Now = time.Now
 	}
@@ -99,8 +123,9 @@ func NewHandler(agg *eventagg.Aggregator, opts *Options) *Handler {
 	h.route("/health", "health", h.health, http.MethodGet, http.MethodHead)
 	h.route("/metrics", "metrics", h.serveMetrics, http.MethodGet, http.MethodHead)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		p := mountPrefix(r)
 		h.writeError(w, r, &requestError{status: http.StatusNotFound, index: -1,
-			msg: fmt.Sprintf("no such endpoint: %s (try POST /publish, GET /events, /stats, /health or /metrics)", r.URL.Path)})
+			msg: fmt.Sprintf("no such endpoint: %s (try POST %s/publish, GET %[2]s/events, %[2]s/stats, %[2]s/health or %[2]s/metrics)", p+r.URL.Path, p)})
 	})
 	return h
 }
@@ -124,14 +149,15 @@ func (h *Handler) route(path, name string, fn http.HandlerFunc, methods ...strin
 		}
 		w.Header().Set("Allow", allow)
 		h.writeError(w, r, &requestError{status: http.StatusMethodNotAllowed, index: -1,
-			msg: fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)})
+			msg: fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, mountPrefix(r)+r.URL.Path, allow)})
 	})
 }
 
 // ServeHTTP implements [http.Handler].
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.opts.Now()
-	rec := &recorder{ResponseWriter: w, handler: "other", events: -1}
+	rec := &recorder{ResponseWriter: w, handler: "other", events: -1, writeTimeout: h.opts.WriteTimeout}
+	defer rec.finish()
 	defer func() {
 		status := rec.status
 		if status == 0 {
@@ -148,7 +174,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		attrs := []slog.Attr{
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", mountPrefix(r)+r.URL.Path),
 			slog.Int("status", status),
 			slog.Duration("duration", d),
 		}
@@ -160,18 +186,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(rec, r)
 }
 
-// recorder remembers what a handler answered, for the access log and metrics.
+// recorder remembers what a handler answered, for the access log and
+// metrics, and gives every write of the answer a deadline.
 type recorder struct {
 	http.ResponseWriter
 	status  int
 	handler string // metrics label
 	events  int    // events in a publish request; -1 if not one
+
+	writeTimeout time.Duration
+	deadline     time.Time // the write deadline last set; zero if none
+	noDeadline   bool      // the ResponseWriter cannot take one
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 {
 		r.status = code
 	}
+	r.extend()
 	r.ResponseWriter.WriteHeader(code)
 }
 
@@ -179,7 +211,37 @@ func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	r.extend()
 	return r.ResponseWriter.Write(b)
+}
+
+// extend moves the write deadline to writeTimeout from now, unless it was
+// moved less than a sixteenth of that ago: a client that takes nothing of
+// the answer for writeTimeout is cut, one that reads slowly is not.
+func (r *recorder) extend() {
+	if r.writeTimeout <= 0 || r.noDeadline {
+		return
+	}
+	now := time.Now()
+	if !r.deadline.IsZero() && now.Sub(r.deadline.Add(-r.writeTimeout)) < r.writeTimeout/16 {
+		return
+	}
+	if err := http.NewResponseController(r.ResponseWriter).SetWriteDeadline(now.Add(r.writeTimeout)); err != nil {
+		r.noDeadline = true
+		return
+	}
+	r.deadline = now.Add(r.writeTimeout)
+}
+
+// finish flushes the answer under its deadline, then clears the deadline,
+// which would otherwise stay on the connection for the next request.
+func (r *recorder) finish() {
+	if r.deadline.IsZero() {
+		return
+	}
+	rc := http.NewResponseController(r.ResponseWriter)
+	rc.Flush()
+	rc.SetWriteDeadline(time.Time{})
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
@@ -200,7 +262,12 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	withIndexes, err := boolParam(r.URL.Query(), "duplicates")
+	v, err := params(r, "duplicates")
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	withIndexes, err := boolParam(v, "duplicates")
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -236,9 +303,22 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
-	q, err := h.parseQuery(r.URL.Query())
+	v, err := params(r, "topic", "after", "limit")
 	if err != nil {
 		h.writeError(w, r, err)
+		return
+	}
+	q, err := h.parseQuery(v)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	select {
+	case h.listings <- struct{}{}:
+		defer func() { <-h.listings }()
+	default:
+		h.writeError(w, r, &requestError{status: http.StatusServiceUnavailable, index: -1,
+			msg: fmt.Sprintf("too many listings under way (%d); retry later", cap(h.listings))})
 		return
 	}
 	if q.Limit == 0 {
@@ -246,28 +326,34 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		h.writeEvents(w, r, h.agg.Events(r.Context(), q))
 		return
 	}
-	// With a limit, read one event past it to know whether a next page
-	// exists, and link to it before the body starts.
+	// With a limit, read one event past the page to know whether a next
+	// page exists, and link to it before the body starts. A page also ends
+	// after the event that brings its payloads to eventagg.PageBytes, so
+	// that it holds little memory however large the events are.
 	limit := q.Limit
 	q.Limit++
 	page := make([]eventagg.Event, 0, min(limit+1, 1024))
+	more, size := false, 0
 	for e, err := range h.agg.Events(r.Context(), q) {
 		if err != nil {
 			h.writeError(w, r, err)
 			return
 		}
+		if len(page) == limit || size >= eventagg.PageBytes {
+			more = true
+			break
+		}
 		page = append(page, e)
+		size += len(e.Payload)
 	}
-	if len(page) > limit {
-		page = page[:limit]
+	if more {
 		next := url.Values{}
 		if q.Topic != "" {
 			next.Set("topic", q.Topic)
 		}
-		next.Set("after", strconv.FormatInt(page[limit-1].Seq, 10))
+		next.Set("after", strconv.FormatInt(page[len(page)-1].Seq, 10))
 		next.Set("limit", strconv.Itoa(limit))
-		u := url.URL{Path: r.URL.Path, RawQuery: next.Encode()}
-		w.Header().Set("Link", "<"+u.String()+`>; rel="next"`)
+		w.Header().Set("Link", nextLink(next))
 	}
 	h.writeEvents(w, r, func(yield func(eventagg.Event, error) bool) {
 		for _, e := range page {
@@ -276,6 +362,13 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	})
+}
+
+// nextLink returns a Link header value pointing to the next page, as a
+// reference relative to the request's own URL (RFC 3986: the same path with
+// the query q), so that it works wherever the Handler is mounted.
+func nextLink(q url.Values) string {
+	return "<?" + q.Encode() + `>; rel="next"`
 }
 
 // writeEvents writes events as a JSON array, one event per line, payloads
@@ -295,7 +388,7 @@ func (h *Handler) writeEvents(w http.ResponseWriter, r *http.Request, events ite
 			panic(http.ErrAbortHandler)
 		}
 		if n == 0 {
-			w.Header().Set("Content-Type", "application/json")
+			setJSONHeaders(w)
 			buf = append(buf[:0], "[\n"...)
 		} else {
 			buf = append(buf[:0], ",\n"...)
@@ -307,44 +400,75 @@ func (h *Handler) writeEvents(w http.ResponseWriter, r *http.Request, events ite
 		}
 	}
 	if n == 0 {
-		w.Header().Set("Content-Type", "application/json")
+		setJSONHeaders(w)
 		w.Write([]byte("[]\n"))
 		return
 	}
 	w.Write([]byte("\n]\n"))
 }
 
-func (h *Handler) parseQuery(v url.Values) (eventagg.Query, error) {
+func (h *Handler) parseQuery(v map[string]string) (eventagg.Query, error) {
 	var q eventagg.Query
-	q.Topic = v.Get("topic")
-	if s := v.Get("after"); s != "" {
+	q.Topic = v["topic"]
+	if s := v["after"]; s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
 			return q, badRequest(-1, "after", "after must be a sequence number (an integer >= 0), not %q", s)
 		}
 		q.After = n
 	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > h.opts.MaxPage {
-			return q, badRequest(-1, "limit", "limit must be an integer from 1 to %d, not %q", h.opts.MaxPage, s)
+	if s, ok := v["limit"]; ok {
+		n, err := h.pageParam("limit", s)
+		if err != nil {
+			return q, err
 		}
 		q.Limit = n
 	}
 	return q, nil
 }
 
-// StatsResponse is the body of GET /stats.
+// pageParam reads the page size given as parameter name.
+func (h *Handler) pageParam(name, s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > h.opts.MaxPage {
+		return 0, badRequest(-1, name, "%s must be an integer from 1 to %d, not %q", name, h.opts.MaxPage, s)
+	}
+	return n, nil
+}
+
+// StatsResponse is the body of GET /stats. Its Topics hold one page of
+// topics by name (see the handler's documentation); TopicCount counts them all.
 type StatsResponse struct {
 	eventagg.Stats
 	UptimeSeconds float64 `json:"uptime_seconds"`
 }
 
 func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
-	st, err := h.agg.Stats(r.Context())
+	v, err := params(r, "topics_after", "topics_limit")
 	if err != nil {
 		h.writeError(w, r, err)
 		return
+	}
+	limit := min(DefaultStatsTopics, h.opts.MaxPage)
+	if s, ok := v["topics_limit"]; ok {
+		if limit, err = h.pageParam("topics_limit", s); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+	}
+	// One topic past the page tells whether a next page exists.
+	st, err := h.agg.QueryStats(r.Context(), eventagg.StatsQuery{TopicsAfter: v["topics_after"], TopicsLimit: limit + 1})
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if len(st.Topics) > limit {
+		names := slices.Sorted(maps.Keys(st.Topics))
+		delete(st.Topics, names[limit])
+		w.Header().Set("Link", nextLink(url.Values{
+			"topics_after": {names[limit-1]},
+			"topics_limit": {strconv.Itoa(limit)},
+		}))
 	}
 	writeJSON(w, http.StatusOK, StatsResponse{Stats: st, UptimeSeconds: float64(h.uptime().Milliseconds()) / 1000})
 }
@@ -360,13 +484,20 @@ type HealthResponse struct {
 }
 
 func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
+	if _, err := params(r); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := h.agg.Ping(ctx); err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "health check failed", slog.Any("error", err))
 		msg := "store unavailable"
-		if errors.Is(err, eventagg.ErrClosed) {
+		switch {
+		case errors.Is(err, eventagg.ErrClosed):
 			msg = "shutting down"
+		case errors.Is(err, eventagg.ErrDamaged):
+			msg = "store damaged: writes are refused until it is repaired and reopened (see the server log)"
 		}
 		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "unhealthy", Error: msg})
 		return
@@ -375,13 +506,17 @@ func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	st, err := h.agg.Stats(r.Context())
+	if _, err := params(r); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	st, err := h.agg.QueryStats(r.Context(), eventagg.StatsQuery{}) // the totals only
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
 	var buf bytes.Buffer
-	h.metrics.write(&buf, st, h.agg.QueueLen(), h.uptime())
+	h.metrics.write(&buf, st, h.agg.QueueLen(), h.uptime(), h.agg.StoreMetrics())
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write(buf.Bytes())
 }
@@ -431,14 +566,20 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		status, body.Error = http.StatusServiceUnavailable, "server busy: the publish queue is full; retry later"
 	case errors.Is(err, eventagg.ErrClosed):
 		status, body.Error = http.StatusServiceUnavailable, "server shutting down; retry later"
-	case errors.Is(err, eventagg.ErrStore):
+	case errors.Is(err, eventagg.ErrStore), errors.Is(err, eventagg.ErrDamaged), errors.Is(err, eventagg.ErrFull):
 		status, body.Error = http.StatusServiceUnavailable, "store unavailable; nothing was stored, retry later"
-		h.log.LogAttrs(r.Context(), slog.LevelError, "store error", slog.String("path", r.URL.Path), slog.Any("error", err))
+		switch {
+		case errors.Is(err, eventagg.ErrDamaged):
+			body.Error = "store unavailable: it is damaged and refuses writes until repaired (see the server log); nothing was stored"
+		case errors.Is(err, eventagg.ErrFull):
+			body.Error = "store unavailable: no space left; nothing was stored, retry later"
+		}
+		h.log.LogAttrs(r.Context(), slog.LevelError, "store error", slog.String("path", mountPrefix(r)+r.URL.Path), slog.Any("error", err))
 	case r.Context().Err() != nil:
 		status, body.Error = 499, "client closed request" // nginx's convention; the client is gone
 	default:
 		status, body.Error = http.StatusInternalServerError, "internal error"
-		h.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("path", r.URL.Path), slog.Any("error", err))
+		h.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("path", mountPrefix(r)+r.URL.Path), slog.Any("error", err))
 	}
 	switch status {
 	case http.StatusServiceUnavailable:
@@ -454,14 +595,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil { // only for values that cannot be JSON: a bug
 		status, body = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	setJSONHeaders(w)
 	w.WriteHeader(status)
 	w.Write(append(body, '\n'))
 }
 
-func boolParam(v url.Values, name string) (bool, error) {
-	s := v.Get(name)
+// setJSONHeaders marks the answer as JSON that browsers must not sniff.
+func setJSONHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+}
+
+func boolParam(v map[string]string, name string) (bool, error) {
+	s := v[name]
 	if s == "" {
 		return false, nil
 	}

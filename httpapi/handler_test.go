@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"iter"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -152,6 +156,9 @@ func TestPublishRejects(t *testing.T) {
 		{"NotAnObject", `"hello"`, 400, nil, "", "event object"},
 		{"Number", `42`, 400, nil, "", "event object"},
 		{"EventsNotArray", `{"events":{"topic":"a"}}`, 400, nil, "events", "array"},
+		{"EventsNull", `{"events":null}`, 400, nil, "events", `"events" must be an array of events, not null`},
+		{"EventsAndEventFields", `{"topic":"a","event_id":"outer","events":[` + valid + `]}`, 400, nil, "events", `also the event field "topic"`},
+		{"ZeroTimestamp", `[` + valid + `,{"topic":"a","event_id":"x","timestamp":"0001-01-01T00:00:00Z"}]`, 400, ptr(1), "timestamp", "out of range"},
 		{"TopicWrongType", `[` + valid + `,{"topic":5,"event_id":"x"}]`, 400, ptr(1), "topic", "must be a string"},
 		{"BadTimestamp", `[` + valid + `,{"topic":"a","event_id":"x","timestamp":"yesterday"}]`, 400, ptr(1), "timestamp", "RFC 3339"},
 		{"TimestampNumber", `{"topic":"a","event_id":"x","timestamp":1700000000}`, 400, ptr(0), "timestamp", "RFC 3339"},
@@ -283,7 +290,8 @@ func TestEventsListing(t *testing.T) {
 		}
 	}
 
-	// Pages of 2 on topic a, following Link.
+	// Pages of 2 on topic a, following Link, a reference relative to the
+	// request's URL.
 	var got []string
 	target := "/events?topic=a&limit=2"
 	for pages := 0; target != ""; pages++ {
@@ -292,13 +300,14 @@ func TestEventsListing(t *testing.T) {
 		}
 		page, resp := list(target)
 		got = append(got, ids(page)...)
+		base := target
 		target = ""
 		if link := resp.header.Get("Link"); link != "" {
 			m := regexp.MustCompile(`^<([^>]+)>; rel="next"$`).FindStringSubmatch(link)
 			if m == nil {
 				t.Fatalf("Link header %q is not <url>; rel=\"next\"", link)
 			}
-			target = m[1]
+			target = resolve(t, base, m[1])
 		}
 	}
 	if diff := cmp.Diff([]string{"a/1", "a/2", "a/3"}, got); diff != "" {
@@ -315,6 +324,20 @@ func TestEventsListing(t *testing.T) {
 	if empty, resp := list("/events?topic=none"); len(empty) != 0 || strings.TrimSpace(string(resp.body)) != "[]" {
 		t.Errorf("GET /events?topic=none = %s, want []", resp.body)
 	}
+}
+
+// resolve resolves the URI reference ref against the request target base.
+func resolve(t *testing.T, base, ref string) string {
+	t.Helper()
+	b, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := url.Parse(ref)
+	if err != nil {
+		t.Fatalf("Link target %q: %v", ref, err)
+	}
+	return b.ResolveReference(r).String()
 }
 
 func TestEventsBadParams(t *testing.T) {
@@ -361,6 +384,7 @@ func TestStatsEndpoint(t *testing.T) {
 			"a": map[string]any{"received": 2.0, "unique_processed": 1.0, "duplicate_dropped": 1.0},
 			"b": map[string]any{"received": 1.0, "unique_processed": 1.0, "duplicate_dropped": 0.0},
 		},
+		"topic_count":    2.0,
 		"started_at":     "2026-11-25T08:00:00Z",
 		"uptime_seconds": 90.5,
 	}
@@ -589,5 +613,322 @@ func TestMountedUnderPrefix(t *testing.T) {
 	mux.ServeHTTP(rec, req)
 	if rec.Code != 200 {
 		t.Errorf("POST /eventagg/publish = %d %s", rec.Code, rec.Body)
+	}
+}
+
+// nextTarget returns the request target the Link header of resp points to,
+// resolved against target, or "" without a Link.
+func nextTarget(t *testing.T, target string, resp response) string {
+	t.Helper()
+	link := resp.header.Get("Link")
+	if link == "" {
+		return ""
+	}
+	m := regexp.MustCompile(`^<([^>]+)>; rel="next"$`).FindStringSubmatch(link)
+	if m == nil {
+		t.Fatalf("Link header %q is not <url>; rel=\"next\"", link)
+	}
+	return resolve(t, target, m[1])
+}
+
+// TestStatsPagesTopics checks that GET /stats holds a bounded page of topics
+// with the totals of all, and that following its Link reads every topic once.
+func TestStatsPagesTopics(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	var batch []eventagg.Event
+	for i := range httpapi.DefaultStatsTopics + 5 {
+		batch = append(batch, eventagg.Event{Topic: fmt.Sprintf("t%05d", i), EventID: "1"})
+	}
+	if _, err := s.agg.Publish(t.Context(), batch...); err != nil {
+		t.Fatal(err)
+	}
+	all := s.stats(t)
+	get := func(target string) (httpapi.StatsResponse, response) {
+		t.Helper()
+		resp := s.do(t, "GET", target, "")
+		if resp.status != 200 {
+			t.Fatalf("GET %s = %d %s", target, resp.status, resp.body)
+		}
+		var st httpapi.StatsResponse
+		resp.decode(t, &st)
+		if st.Counts != all.Counts || st.TopicCount != int64(len(all.Topics)) {
+			t.Errorf("GET %s totals = %+v over %d topics, want %+v over %d", target, st.Counts, st.TopicCount, all.Counts, len(all.Topics))
+		}
+		return st, resp
+	}
+	first, resp := get("/stats")
+	if len(first.Topics) != httpapi.DefaultStatsTopics || resp.header.Get("Link") == "" {
+		t.Errorf("GET /stats holds %d topics, Link %q; want %d and a link to the rest", len(first.Topics), resp.header.Get("Link"), httpapi.DefaultStatsTopics)
+	}
+	seen := map[string]eventagg.Counts{}
+	target := "/stats?topics_limit=300"
+	for pages := 0; target != ""; pages++ {
+		if pages > 5 {
+			t.Fatal("paging /stats does not end")
+		}
+		st, resp := get(target)
+		if len(st.Topics) > 300 {
+			t.Fatalf("GET %s holds %d topics, over topics_limit", target, len(st.Topics))
+		}
+		for name, c := range st.Topics {
+			if _, dup := seen[name]; dup {
+				t.Errorf("topic %s on two pages", name)
+			}
+			seen[name] = c
+		}
+		target = nextTarget(t, target, resp)
+	}
+	if diff := cmp.Diff(all.Topics, seen); diff != "" {
+		t.Errorf("paged topics differ from Stats (-want +got):\n%s", diff)
+	}
+	for _, q := range []string{"topics_limit=0", "topics_limit=10001", "topics_limit=x"} {
+		if resp := s.do(t, "GET", "/stats?"+q, ""); resp.status != 400 {
+			t.Errorf("GET /stats?%s = %d %s, want 400", q, resp.status, resp.body)
+		}
+	}
+}
+
+// TestQueriesAreStrict sends query strings that do not parse, repeat a
+// parameter or name an unknown one: each gets a 400 JSON error naming the
+// problem, instead of being read as no filter; a publish stores nothing.
+func TestQueriesAreStrict(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	publishN(t, s, "a", 3)
+	publishN(t, s, "b", 2)
+	tests := []struct{ method, target, msg string }{
+		{"GET", "/events?topic=a%zz", "malformed query string"},
+		{"GET", "/events?topic=a;b", "malformed query string"},
+		{"GET", "/events?topic=a&topic=b", `"topic" is given 2 times`},
+		{"GET", "/events?limit=1&limit=2", `"limit" is given 2 times`},
+		{"GET", "/events?topics=a", `unknown query parameter "topics"`},
+		{"GET", "/stats?topics_limit=5&topics_limit=6", `"topics_limit" is given 2 times`},
+		{"GET", "/stats?topic=a", `unknown query parameter "topic"`},
+		{"GET", "/health?verbose=1", "takes no query parameters"},
+		{"GET", "/metrics?x=%", "malformed query string"},
+		{"POST", "/publish?duplicates=true&duplicates=false", `"duplicates" is given 2 times`},
+		{"POST", "/publish?dupes=true", `unknown query parameter "dupes"`},
+	}
+	for _, tt := range tests {
+		resp := s.do(t, tt.method, tt.target, `{"topic":"c","event_id":"1"}`)
+		var body httpapi.ErrorResponse
+		resp.decode(t, &body)
+		if resp.status != 400 || !strings.Contains(body.Error, tt.msg) {
+			t.Errorf("%s %s = %d %s; want 400 saying %q", tt.method, tt.target, resp.status, resp.body, tt.msg)
+		}
+	}
+	if st := s.stats(t); st.Received != 5 {
+		t.Errorf("after refused publishes Stats() = %+v; want only the 5 first events", st.Counts)
+	}
+}
+
+// TestMountedUnderPrefixLinks mounts the handler under /eventagg/ as README
+// shows: the Link headers and the 404 hints work in the host's mux.
+func TestMountedUnderPrefixLinks(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	publishN(t, s, "a", 3)
+	mux := http.NewServeMux()
+	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", s.h))
+	get := func(target string) response {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), "GET", target, nil))
+		return response{rec.Code, rec.Header(), rec.Body.Bytes()}
+	}
+	var got []string
+	target := "/eventagg/events?limit=1"
+	for pages := 0; target != ""; pages++ {
+		if pages > 4 {
+			t.Fatal("paging does not end")
+		}
+		resp := get(target)
+		if resp.status != 200 {
+			t.Fatalf("GET %s = %d %s: the Link does not work under the prefix", target, resp.status, resp.body)
+		}
+		var page []eventagg.Event
+		resp.decode(t, &page)
+		got = append(got, ids(page)...)
+		target = nextTarget(t, target, resp)
+		if target != "" && !strings.HasPrefix(target, "/eventagg/events?") {
+			t.Errorf("next page %q is outside the mount", target)
+		}
+	}
+	if diff := cmp.Diff([]string{"a/0", "a/1", "a/2"}, got); diff != "" {
+		t.Errorf("paged listing under the prefix (-want +got):\n%s", diff)
+	}
+	resp := get("/eventagg/nope")
+	var body httpapi.ErrorResponse
+	resp.decode(t, &body)
+	if resp.status != 404 || !strings.Contains(body.Error, "/eventagg/nope") || !strings.Contains(body.Error, "GET /eventagg/events") {
+		t.Errorf("GET /eventagg/nope = %d %s; want a 404 naming the full path and hinting at /eventagg/events", resp.status, resp.body)
+	}
+}
+
+// TestEventsHeaders checks that every /events answer, empty or not, paged
+// or streamed, is JSON that browsers must not sniff.
+func TestEventsHeaders(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	for _, target := range []string{"/events", "/events?topic=a", "/events?limit=2"} {
+		if resp := s.do(t, "GET", target, ""); resp.header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s (empty) lacks X-Content-Type-Options: nosniff: %v", target, resp.header)
+		}
+	}
+	publishN(t, s, "a", 3)
+	for _, target := range []string{"/events", "/events?topic=a", "/events?limit=2"} {
+		resp := s.do(t, "GET", target, "")
+		if resp.header.Get("X-Content-Type-Options") != "nosniff" || resp.header.Get("Content-Type") != "application/json" {
+			t.Errorf("GET %s headers %v; want JSON with nosniff", target, resp.header)
+		}
+	}
+}
+
+// TestEventsPageBoundedByBytes lists large events with a limit: a page stops
+// after the event that brings its payloads to eventagg.PageBytes, and its
+// Link leads to the rest.
+func TestEventsPageBoundedByBytes(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	payload := json.RawMessage(`"` + strings.Repeat("x", eventagg.PageBytes/4) + `"`)
+	var batch []eventagg.Event
+	for i := range 10 {
+		batch = append(batch, eventagg.Event{Topic: "big", EventID: strconv.Itoa(i), Payload: payload})
+	}
+	if _, err := s.agg.Publish(t.Context(), batch...); err != nil {
+		t.Fatal(err)
+	}
+	var pages [][]string
+	target := "/events?limit=100"
+	for target != "" && len(pages) < 10 {
+		resp := s.do(t, "GET", target, "")
+		var page []eventagg.Event
+		resp.decode(t, &page)
+		if len(page) > 5 {
+			t.Errorf("GET %s holds %d events of %d bytes: more than eventagg.PageBytes and one event", target, len(page), len(payload))
+		}
+		pages = append(pages, ids(page))
+		target = nextTarget(t, target, resp)
+	}
+	var got []string
+	for _, p := range pages {
+		got = append(got, p...)
+	}
+	if len(pages) < 2 || len(got) != 10 {
+		t.Errorf("pages %v; want the 10 events over several pages", pages)
+	}
+}
+
+// blockingStore holds every listing until release is closed.
+type blockingStore struct {
+	eventagg.Store
+	listing chan struct{} // receives when a listing starts
+	release chan struct{}
+}
+
+func (b *blockingStore) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error] {
+	return func(yield func(eventagg.Event, error) bool) {
+		select {
+		case b.listing <- struct{}{}:
+		case <-b.release: // released: nobody waits for listings to start
+		}
+		<-b.release
+		for e, err := range b.Store.Events(ctx, q) {
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestListingsAreCapped holds MaxListings listings open: one more gets 503
+// with Retry-After, and once they end a listing is served again.
+func TestListingsAreCapped(t *testing.T) {
+	store := &blockingStore{Store: eventagg.NewMemoryStore(), listing: make(chan struct{}), release: make(chan struct{})}
+	s := newServer(t, store, nil, &httpapi.Options{MaxListings: 2})
+	done := make(chan response, 2)
+	for range 2 {
+		go func() { done <- s.do(t, "GET", "/events", "") }()
+		<-store.listing
+	}
+	resp := s.do(t, "GET", "/events?limit=5", "")
+	var body httpapi.ErrorResponse
+	resp.decode(t, &body)
+	if resp.status != 503 || resp.header.Get("Retry-After") == "" || !strings.Contains(body.Error, "too many listings") {
+		t.Errorf("a listing over the cap = %d %v %s; want 503 with Retry-After", resp.status, resp.header, resp.body)
+	}
+	close(store.release)
+	for range 2 {
+		if r := <-done; r.status != 200 {
+			t.Errorf("a held listing = %d %s", r.status, r.body)
+		}
+	}
+	if resp := s.do(t, "GET", "/events", ""); resp.status != 200 {
+		t.Errorf("a listing after the others ended = %d %s", resp.status, resp.body)
+	}
+}
+
+// recordWatcher is a slog.Handler that sends each record's message on a channel.
+type recordWatcher struct{ records chan slog.Record }
+
+func (w recordWatcher) Enabled(context.Context, slog.Level) bool      { return true }
+func (w recordWatcher) Handle(_ context.Context, r slog.Record) error { w.records <- r; return nil }
+func (w recordWatcher) WithAttrs([]slog.Attr) slog.Handler            { return w }
+func (w recordWatcher) WithGroup(string) slog.Handler                 { return w }
+
+// TestStalledListingIsCut serves a listing of many megabytes to a client
+// that reads nothing: the handler gives up after WriteTimeout and frees the
+// listing's slot, while a client that reads, slowly, gets everything.
+func TestStalledListingIsCut(t *testing.T) {
+	records := make(chan slog.Record, 100)
+	s := newServer(t, nil, nil, &httpapi.Options{
+		WriteTimeout: 300 * time.Millisecond, MaxListings: 1, Logger: slog.New(recordWatcher{records}),
+	})
+	payload := json.RawMessage(`"` + strings.Repeat("x", 64<<10) + `"`)
+	var batch []eventagg.Event
+	for i := range 300 { // ~20 MB: far more than the socket buffers hold
+		batch = append(batch, eventagg.Event{Topic: "big", EventID: strconv.Itoa(i), Payload: payload})
+	}
+	if _, err := s.agg.Publish(t.Context(), batch...); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.h)
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	// Reads nothing: the handler's access record comes once it gave up.
+	for ended := false; !ended; {
+		select {
+		case r := <-records:
+			ended = r.Message == "request"
+		case <-time.After(30 * time.Second):
+			t.Fatal("the listing to a client that reads nothing was not cut within 30s")
+		}
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("the stalled listing ended after %v, before the write timeout", d)
+	}
+	// Its slot is free again; a reader that keeps reading is not cut.
+	resp, err := http.Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n := 0
+	dec := json.NewDecoder(resp.Body)
+	var events []eventagg.Event
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /events after the stalled one = %d", resp.StatusCode)
+	}
+	if err := dec.Decode(&events); err != nil {
+		t.Fatalf("reading the whole listing: %v", err)
+	}
+	n = len(events)
+	if n != 300 {
+		t.Errorf("a reading client got %d events, want 300", n)
 	}
 }
