@@ -392,6 +392,19 @@ func (a *Aggregator) Stats(ctx context.Context) (Stats, error) {
 	return s, nil
 }
 
+// QueryStats returns the store's totals, its number of topics, and the
+// counters of the topics q selects (see [QueryStats]), with StartedAt set.
+// Unlike Stats, it holds no more than a page of topics in memory when the
+// store implements [StatsQuerier], as this package's stores do.
+func (a *Aggregator) QueryStats(ctx context.Context, q StatsQuery) (Stats, error) {
+	s, err := QueryStats(ctx, a.store, q)
+	if err != nil {
+		return Stats{}, err
+	}
+	s.StartedAt = a.started
+	return s, nil
+}
+
 // StartedAt returns when the Aggregator was created.
 func (a *Aggregator) StartedAt() time.Time { return a.started }
 

@@ -149,6 +149,7 @@ func TestPublishDeduplicates(t *testing.T) {
 			"a": {Received: 5, UniqueProcessed: 3, DuplicateDropped: 2},
 			"b": {Received: 2, UniqueProcessed: 1, DuplicateDropped: 1},
 		},
+		TopicCount: 2,
 	}
 	if diff := cmp.Diff(want, mustStats(t, agg), cmpopts.IgnoreFields(eventagg.Stats{}, "StartedAt")); diff != "" {
 		t.Errorf("Stats() mismatch (-want +got):\n%s", diff)

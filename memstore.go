@@ -107,6 +107,21 @@ func (m *MemoryStore) Stats(ctx context.Context) (Stats, error) {
 	return statsFromTopics(maps.Clone(m.topics)), nil
 }
 
+// QueryStats implements [StatsQuerier].
+func (m *MemoryStore) QueryStats(ctx context.Context, q StatsQuery) (Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return Stats{}, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return Stats{}, ErrClosed
+	}
+	st := statsFromTopics(m.topics)
+	st.Topics = SelectTopics(m.topics, q)
+	return st, nil
+}
+
 // Close implements [Store.Close]. It discards the events.
 func (m *MemoryStore) Close() error {
 	m.mu.Lock()

@@ -751,6 +751,43 @@ func (s *SQLiteStore) Stats(ctx context.Context) (Stats, error) {
 	return statsFromTopics(topics), nil
 }
 
+// QueryStats implements [StatsQuerier]: it sums the topics' counters and
+// reads one page of them by name, in one read transaction, so that it holds
+// no more than the page in memory however many topics there are.
+func (s *SQLiteStore) QueryStats(ctx context.Context, q StatsQuery) (Stats, error) {
+	st := Stats{Topics: make(map[string]Counts, min(max(q.TopicsLimit, 0), 1024))}
+	err := s.read(ctx, func(r *sqliteReader) (err error) {
+		if err := r.begin.Exec(); err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := r.commit.Exec(); err == nil {
+				err = cerr
+			}
+		}()
+		t := r.totals
+		if t.Step() {
+			st.TopicCount = t.ColumnInt64(0)
+			st.Counts = Counts{Received: t.ColumnInt64(1), UniqueProcessed: t.ColumnInt64(2), DuplicateDropped: t.ColumnInt64(3)}
+		}
+		if err := finish(t); err != nil || q.TopicsLimit <= 0 {
+			return err
+		}
+		p := r.topics
+		if err := errors.Join(p.BindText(1, q.TopicsAfter), p.BindInt64(2, int64(q.TopicsLimit))); err != nil {
+			return err
+		}
+		for p.Step() {
+			st.Topics[p.ColumnText(0)] = Counts{Received: p.ColumnInt64(1), UniqueProcessed: p.ColumnInt64(2), DuplicateDropped: p.ColumnInt64(3)}
+		}
+		return finish(p)
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	return st, nil
+}
+
 // Ping implements [Pinger]: it reports the damage that stopped writes, if
 // any (see [ErrDamaged]), checks that the files are still in place, and
 // reads a page of the database.
@@ -787,7 +824,8 @@ func (s *SQLiteStore) read(ctx context.Context, fn func(*sqliteReader) error) (e
 		if p != nil {
 			err = fmt.Errorf("sqlite: %v", p)
 		}
-		s.release(r, p != nil)
+		// A transaction left open (its COMMIT interrupted) makes r unusable.
+		s.release(r, p != nil || !r.conn.GetAutocommit())
 	}()
 	return s.classify(r.done(ctx, fn(r)))
 }
@@ -840,8 +878,9 @@ func (s *SQLiteStore) Close() error {
 
 // sqliteReader is a read-only connection of the pool with its statements.
 type sqliteReader struct {
-	conn                         *sqlite3.Conn
-	list, listTopic, stats, ping *sqlite3.Stmt
+	conn                          *sqlite3.Conn
+	list, listTopic, stats, ping  *sqlite3.Stmt
+	begin, commit, totals, topics *sqlite3.Stmt // QueryStats
 }
 
 func (s *SQLiteStore) acquire(ctx context.Context) (*sqliteReader, error) {
@@ -915,6 +954,12 @@ func prepareReader(c *sqlite3.Conn) (r *sqliteReader, err error) {
 			WHERE t.name = ?3 AND e.seq > ?1 ORDER BY e.seq LIMIT ?2`},
 		{&r.stats, `SELECT name, received, unique_processed, duplicate_dropped FROM topics`},
 		{&r.ping, `SELECT 1 FROM topics LIMIT 1`},
+		{&r.begin, `BEGIN`},
+		{&r.commit, `COMMIT`},
+		{&r.totals, `SELECT count(*), coalesce(sum(received), 0), coalesce(sum(unique_processed), 0),
+			coalesce(sum(duplicate_dropped), 0) FROM topics`},
+		{&r.topics, `SELECT name, received, unique_processed, duplicate_dropped FROM topics
+			WHERE name > ?1 ORDER BY name LIMIT ?2`},
 	} {
 		if *p.stmt, _, err = c.Prepare(p.sql); err != nil {
 			return nil, err

@@ -61,7 +61,7 @@ type Store struct {
 	shards  int
 	lockKey int64 // advisory lock taken by Append and by migrations
 
-	appendSQL, listSQL, listTopicSQL, statsSQL, pingSQL string
+	appendSQL, listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL string
 
 	closed atomic.Bool
 	once   sync.Once
@@ -189,6 +189,12 @@ SELECT ins.seq - b.base FROM ins, b`)
 	s.listTopicSQL = s.expand(cols + `WHERE topic = $3 AND seq > $1 ORDER BY seq LIMIT $2`)
 	s.statsSQL = s.expand(`SELECT topic, sum(received)::int8, sum(unique_processed)::int8,
 	sum(duplicate_dropped)::int8 FROM {schema}.counters GROUP BY topic`)
+	// The totals come first, with a NULL topic, then the page of topics.
+	s.queryStatsSQL = s.expand(`WITH t AS (SELECT topic, sum(received)::int8 AS r, sum(unique_processed)::int8 AS u,
+	sum(duplicate_dropped)::int8 AS d FROM {schema}.counters GROUP BY topic)
+SELECT NULL::text, count(*)::int8, coalesce(sum(r), 0)::int8, coalesce(sum(u), 0)::int8, coalesce(sum(d), 0)::int8 FROM t
+UNION ALL
+(SELECT topic, 0, r, u, d FROM t WHERE topic > $1 ORDER BY topic LIMIT $2)`)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
 }
 
@@ -365,6 +371,44 @@ func (s *Store) Stats(ctx context.Context) (eventagg.Stats, error) {
 		}
 		st.Topics[topic] = c
 		st.Add(c)
+	}
+	if err := rows.Err(); err != nil {
+		return eventagg.Stats{}, s.fail(ctx, err)
+	}
+	st.TopicCount = int64(len(st.Topics))
+	return st, nil
+}
+
+// QueryStats implements [eventagg.StatsQuerier]: one query sums every
+// topic's shards, totals them and returns the page q selects, so that only
+// the page travels and is held in memory.
+func (s *Store) QueryStats(ctx context.Context, q eventagg.StatsQuery) (eventagg.Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return eventagg.Stats{}, err
+	}
+	if s.closed.Load() {
+		return eventagg.Stats{}, eventagg.ErrClosed
+	}
+	rows, err := s.pool.Query(ctx, s.queryStatsSQL, q.TopicsAfter, max(q.TopicsLimit, 0))
+	if err != nil {
+		return eventagg.Stats{}, s.fail(ctx, err)
+	}
+	defer rows.Close()
+	st := eventagg.Stats{Topics: make(map[string]eventagg.Counts, min(max(q.TopicsLimit, 0), 1024))}
+	for rows.Next() {
+		var (
+			topic *string
+			n     int64
+			c     eventagg.Counts
+		)
+		if err := rows.Scan(&topic, &n, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped); err != nil {
+			return eventagg.Stats{}, err
+		}
+		if topic == nil {
+			st.TopicCount, st.Counts = n, c
+		} else {
+			st.Topics[*topic] = c
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return eventagg.Stats{}, s.fail(ctx, err)

@@ -15,12 +15,14 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,11 +68,13 @@ func Run(t *testing.T, h Harness) {
 		{"TopicFilter", testTopicFilter},
 		{"CursorPagination", testCursorPagination},
 		{"ListingSpansManyPages", testListingSpansManyPages},
+		{"ListingOfLargePayloads", testListingOfLargePayloads},
 		{"EarlyBreak", testEarlyBreak},
 		{"ListingIsReRunnable", testListingIsReRunnable},
 		{"ListingCancelled", testListingCancelled},
 		{"ConcurrentOverlap", testConcurrentOverlap},
 		{"CountersInvariant", testCountersInvariant},
+		{"QueryStatsPages", testQueryStatsPages},
 		{"SurvivesReopen", testSurvivesReopen},
 	}
 	for _, tt := range tests {
@@ -180,7 +184,7 @@ func diffNew(t *testing.T, what string, want, got []bool) {
 
 func diffStats(t *testing.T, want map[string]eventagg.Counts, got eventagg.Stats) {
 	t.Helper()
-	wantStats := eventagg.Stats{Topics: want}
+	wantStats := eventagg.Stats{Topics: want, TopicCount: int64(len(want))}
 	for _, c := range want {
 		wantStats.Add(c)
 	}
@@ -446,6 +450,95 @@ func testListingSpansManyPages(t *testing.T, h Harness) {
 	diffEvents(t, "Events(limit=1200)", in[:1200], list(t, s, eventagg.Query{Limit: 1200}))
 	if got := list(t, s, eventagg.Query{}); len(got) != 1510 {
 		t.Errorf("Events() = %d events, want 1510", len(got))
+	}
+}
+
+// testListingOfLargePayloads lists events whose payloads fill pages by
+// bytes before they fill them by count (see eventagg.PageBytes).
+func testListingOfLargePayloads(t *testing.T, h Harness) {
+	s := open(t, h)
+	var in []eventagg.Event
+	for i := range 10 {
+		e := ev("big", strconv.Itoa(i))
+		e.Payload = json.RawMessage(`"` + strings.Repeat(strconv.Itoa(i), eventagg.PageBytes/3) + `"`)
+		in = append(in, e)
+	}
+	appendOK(t, s, in)
+	// Compared by hand: go-cmp is slow on megabytes of payload.
+	check := func(q eventagg.Query, want []eventagg.Event) {
+		t.Helper()
+		got := list(t, s, q)
+		if len(got) != len(want) {
+			t.Fatalf("Events(%+v) = %d events, want %d", q, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].Key() != want[i].Key() || !bytes.Equal(got[i].Payload, want[i].Payload) || (i > 0 && got[i].Seq <= got[i-1].Seq) {
+				t.Errorf("Events(%+v) event %d = %v (seq %d, %d payload bytes), want %v (%d bytes), in seq order",
+					q, i, got[i].Key(), got[i].Seq, len(got[i].Payload), want[i].Key(), len(want[i].Payload))
+			}
+		}
+	}
+	check(eventagg.Query{}, in)
+	check(eventagg.Query{Limit: 5}, in[:5])
+	check(eventagg.Query{Topic: "big", Limit: 7}, in[:7])
+	fourth := list(t, s, eventagg.Query{Limit: 4})[3]
+	check(eventagg.Query{After: fourth.Seq}, in[4:])
+}
+
+// testQueryStatsPages reads the counters a page of topics at a time with
+// eventagg.QueryStats and checks the pages against Stats.
+func testQueryStatsPages(t *testing.T, h Harness) {
+	s := open(t, h)
+	for i := range 25 {
+		topic := fmt.Sprintf("topic-%02d", i)
+		appendOK(t, s, append(numbered(topic, 0, 1+i%3), ev(topic, "0")))
+	}
+	all := stats(t, s)
+	totals, err := eventagg.QueryStats(t.Context(), s, eventagg.StatsQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if totals.Counts != all.Counts || totals.TopicCount != 25 || len(totals.Topics) != 0 {
+		t.Errorf("QueryStats({}) = %+v, %d topics of %d; want the totals %+v, 25 topics counted, none listed",
+			totals.Counts, len(totals.Topics), totals.TopicCount, all.Counts)
+	}
+	paged := map[string]eventagg.Counts{}
+	after := ""
+	for pages := 0; ; pages++ {
+		st, err := eventagg.QueryStats(t.Context(), s, eventagg.StatsQuery{TopicsAfter: after, TopicsLimit: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Counts != all.Counts || st.TopicCount != 25 {
+			t.Errorf("page %d totals = %+v, %d topics; want %+v, 25", pages, st.Counts, st.TopicCount, all.Counts)
+		}
+		if len(st.Topics) > 7 {
+			t.Fatalf("page %d holds %d topics, over the limit of 7", pages, len(st.Topics))
+		}
+		if len(st.Topics) == 0 {
+			break
+		}
+		prev := after
+		for name, c := range st.Topics {
+			if name <= prev {
+				t.Errorf("page after %q holds %q", prev, name)
+			}
+			if _, dup := paged[name]; dup {
+				t.Errorf("topic %q is on two pages", name)
+			}
+			paged[name] = c
+			after = max(after, name)
+		}
+		if pages > 25 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if diff := cmp.Diff(all.Topics, paged); diff != "" {
+		t.Errorf("the pages of QueryStats differ from Stats (-Stats +pages):\n%s", diff)
+	}
+	s.Close()
+	if _, err := eventagg.QueryStats(t.Context(), s, eventagg.StatsQuery{TopicsLimit: 1}); !errors.Is(err, eventagg.ErrClosed) {
+		t.Errorf("QueryStats after Close error = %v, want ErrClosed", err)
 	}
 }
 
