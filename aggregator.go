@@ -2,6 +2,7 @@ package eventagg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -377,16 +378,34 @@ type pipelinedStore interface {
 
 // Events lists stored events matching q in acceptance order; see [Store.Events].
 // It reads from the store directly and works until the store is closed.
+// An error of the store is wrapped in [ErrStore], as with Publish; ctx's
+// error is not.
 func (a *Aggregator) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
-	return a.store.Events(ctx, q)
+	events := a.store.Events(ctx, q)
+	return func(yield func(Event, error) bool) {
+		for e, err := range events {
+			if !yield(e, readError(ctx, err)) {
+				return
+			}
+		}
+	}
+}
+
+// readError wraps err, an error of a read from the store, in ErrStore,
+// unless it is nil or comes from ctx.
+func readError(ctx context.Context, err error) error {
+	if err == nil || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrStore, err)
 }
 
 // Stats returns the store's counters with StartedAt set to when the
-// Aggregator was created.
+// Aggregator was created. An error of the store is wrapped in [ErrStore].
 func (a *Aggregator) Stats(ctx context.Context) (Stats, error) {
 	s, err := a.store.Stats(ctx)
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, readError(ctx, err)
 	}
 	s.StartedAt = a.started
 	return s, nil
@@ -399,7 +418,7 @@ func (a *Aggregator) Stats(ctx context.Context) (Stats, error) {
 func (a *Aggregator) QueryStats(ctx context.Context, q StatsQuery) (Stats, error) {
 	s, err := QueryStats(ctx, a.store, q)
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, readError(ctx, err)
 	}
 	s.StartedAt = a.started
 	return s, nil

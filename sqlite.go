@@ -172,7 +172,7 @@ type SQLiteStore struct {
 	getTopic *sqlite3.Stmt
 	addTopic *sqlite3.Stmt
 	addCount *sqlite3.Stmt
-	topicIDs map[string]int64 // committed topics; ids never change
+	topicIDs map[string]int64 // committed topics' ids, which never change; at most maxTopicIDs
 	wreader  *sqliteReader    // statements of the readers, on w; in exclusive mode only
 
 	slots chan struct{}      // one per reader that may be open
@@ -205,6 +205,9 @@ const (
 	ckptHardFactor = 8
 	ckptIdle       = time.Second
 )
+
+// maxTopicIDs bounds the writer's cache of topic ids.
+const maxTopicIDs = 10000
 
 // OpenSQLite opens the database at path, creating the file and the schema if
 // needed. opts may be nil.
@@ -553,6 +556,9 @@ func (s *SQLiteStore) appendNoWait(ctx context.Context, events []Event) (isNew [
 		}
 		return nil, nil, s.classify(err)
 	}
+	if len(s.topicIDs)+len(created) > maxTopicIDs {
+		clear(s.topicIDs) // a cache: bounded however many topics clients make
+	}
 	for name, id := range created {
 		s.topicIDs[name] = id
 	}
@@ -651,7 +657,8 @@ func (s *SQLiteStore) appendTx(events []Event) (isNew []bool, created map[string
 }
 
 // topicID returns the id of a topic, inserting its row if needed and
-// recording the insert in *created.
+// recording the insert in *created. A row found was committed before: its
+// id goes into the cache at once.
 func (s *SQLiteStore) topicID(name string, created *map[string]int64) (int64, error) {
 	if id, ok := s.topicIDs[name]; ok {
 		return id, nil
@@ -663,8 +670,15 @@ func (s *SQLiteStore) topicID(name string, created *map[string]int64) (int64, er
 	if s.getTopic.Step() {
 		id = s.getTopic.ColumnInt64(0)
 	}
-	if err := finish(s.getTopic); err != nil || id != 0 {
-		return id, err
+	if err := finish(s.getTopic); err != nil {
+		return 0, err
+	}
+	if id != 0 {
+		if len(s.topicIDs) >= maxTopicIDs {
+			clear(s.topicIDs)
+		}
+		s.topicIDs[name] = id
+		return id, nil
 	}
 	if err := s.addTopic.BindText(1, name); err != nil {
 		return 0, err

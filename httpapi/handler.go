@@ -510,13 +510,21 @@ func (h *Handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	st, err := h.agg.QueryStats(r.Context(), eventagg.StatsQuery{}) // the totals only
-	if err != nil {
+	// The totals only. Without them (the store fails) the rest is still
+	// served: the store's own metrics say what is wrong.
+	var stp *eventagg.Stats
+	st, err := h.agg.QueryStats(r.Context(), eventagg.StatsQuery{})
+	switch {
+	case err == nil:
+		stp = &st
+	case r.Context().Err() != nil:
 		h.writeError(w, r, err)
 		return
+	default:
+		h.log.LogAttrs(r.Context(), slog.LevelWarn, "metrics without the event counters: the store fails", slog.Any("error", err))
 	}
 	var buf bytes.Buffer
-	h.metrics.write(&buf, st, h.agg.QueueLen(), h.uptime(), h.agg.StoreMetrics())
+	h.metrics.write(&buf, stp, h.agg.QueueLen(), h.uptime(), h.agg.StoreMetrics())
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write(buf.Bytes())
 }
@@ -567,12 +575,17 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, eventagg.ErrClosed):
 		status, body.Error = http.StatusServiceUnavailable, "server shutting down; retry later"
 	case errors.Is(err, eventagg.ErrStore), errors.Is(err, eventagg.ErrDamaged), errors.Is(err, eventagg.ErrFull):
-		status, body.Error = http.StatusServiceUnavailable, "store unavailable; nothing was stored, retry later"
+		status = http.StatusServiceUnavailable
 		switch {
 		case errors.Is(err, eventagg.ErrDamaged):
-			body.Error = "store unavailable: it is damaged and refuses writes until repaired (see the server log); nothing was stored"
+			body.Error = "store unavailable: it is damaged and refuses writes until repaired (see the server log)"
 		case errors.Is(err, eventagg.ErrFull):
-			body.Error = "store unavailable: no space left; nothing was stored, retry later"
+			body.Error = "store unavailable: no space left; retry later"
+		default:
+			body.Error = "store unavailable; retry later"
+		}
+		if r.Method == http.MethodPost {
+			body.Error += "; nothing was stored"
 		}
 		h.log.LogAttrs(r.Context(), slog.LevelError, "store error", slog.String("path", mountPrefix(r)+r.URL.Path), slog.Any("error", err))
 	case r.Context().Err() != nil:

@@ -55,15 +55,19 @@ func (m *metrics) publishLatency(d time.Duration) {
 }
 
 // write writes the Prometheus text exposition format (version 0.0.4).
-func (m *metrics) write(w io.Writer, st eventagg.Stats, queue int, uptime time.Duration, store []eventagg.StoreMetric) {
+// The event counters come from st; they are left out when st is nil (the
+// store could not be read), rather than reported as zero.
+func (m *metrics) write(w io.Writer, st *eventagg.Stats, queue int, uptime time.Duration, store []eventagg.StoreMetric) {
 	p := &promWriter{w: w}
-	p.metric("eventagg_events_received_total", "counter", "Events offered in accepted batches.", float64(st.Received))
-	p.metric("eventagg_events_unique_total", "counter", "Events stored.", float64(st.UniqueProcessed))
-	p.metric("eventagg_events_duplicate_total", "counter", "Events dropped as duplicates.", float64(st.DuplicateDropped))
+	if st != nil {
+		p.metric("eventagg_events_received_total", "counter", "Events offered in accepted batches.", float64(st.Received))
+		p.metric("eventagg_events_unique_total", "counter", "Events stored.", float64(st.UniqueProcessed))
+		p.metric("eventagg_events_duplicate_total", "counter", "Events dropped as duplicates.", float64(st.DuplicateDropped))
+		p.metric("eventagg_topics", "gauge", "Topics that have received an event.", float64(st.TopicCount))
+	}
 	p.metric("eventagg_publish_rejected_total", "counter", "Publish requests this process rejected as malformed, invalid or too large.", float64(m.rejected.Load()))
 	p.metric("eventagg_queue_depth", "gauge", "Publish calls waiting for the writer.", float64(queue))
 	p.metric("eventagg_uptime_seconds", "gauge", "Seconds since the server started.", uptime.Seconds())
-	p.metric("eventagg_topics", "gauge", "Topics that have received an event.", float64(st.TopicCount))
 	for _, sm := range store {
 		p.metric(sm.Name, sm.Type, sm.Help, sm.Value)
 	}
