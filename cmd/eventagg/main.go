@@ -5,7 +5,8 @@
 //	eventagg [-addr :8080] [-db events.db] [flags]
 //	eventagg -db postgres://user:password@host:5432/events [-db-schema eventagg]
 //
-// -sync, -max-db-size and -busy-timeout apply to SQLite only.
+// -sync, -max-db-size and -busy-timeout apply to SQLite only, -db-schema to
+// PostgreSQL only; given with the other store, they are refused.
 //
 // Every flag can also be set with an environment variable (EVENTAGG_ADDR,
 // EVENTAGG_DB, ...); a flag on the command line wins. Run eventagg -h for
@@ -59,10 +60,20 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "eventagg:", err)
+			fmt.Fprintln(os.Stderr, errorLine(err))
 		}
 		os.Exit(exitCode(err))
 	}
+}
+
+// errorLine is the line printed for an error that stops the program: its
+// message after "eventagg: ", which the library's errors already start with.
+func errorLine(err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "eventagg: ") {
+		return msg
+	}
+	return "eventagg: " + msg
 }
 
 // exitCode is 2 for usage errors, as with the flag package, and 1 otherwise.
@@ -92,7 +103,9 @@ type config struct {
 	busyTimeout     time.Duration
 	readHeader      time.Duration // http.Server.ReadHeaderTimeout
 	readTimeout     time.Duration
+	writeTimeout    time.Duration
 	idleTimeout     time.Duration
+	maxListings     int
 	token           string // from -token or read from -token-file
 	tokenFile       string
 	tokenReads      bool
@@ -113,18 +126,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", ":8080", "`address` to listen on")
 	fs.StringVar(&c.db, "db", "events.db", "SQLite database `path` (created if missing), or a postgres:// URL to share one PostgreSQL database between replicas")
-	fs.StringVar(&c.dbSchema, "db-schema", postgres.DefaultSchema, "with a postgres:// -db: the PostgreSQL `schema` holding the tables; replicas that share events use the same")
-	fs.StringVar(&c.sync, "sync", "full", "SQLite durability: full (fsync every commit), normal or off")
+	fs.StringVar(&c.dbSchema, "db-schema", postgres.DefaultSchema, "PostgreSQL only: the `schema` holding the tables; replicas that share events use the same")
+	fs.StringVar(&c.sync, "sync", "full", "SQLite only: durability: full (fsync every commit), normal or off")
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest publish request body, in `bytes`")
 	fs.IntVar(&c.maxBatch, "max-batch", httpapi.DefaultMaxBatch, "most `events` in one publish request")
 	fs.IntVar(&c.queueSize, "queue-size", 1024, "publish requests that may wait for the writer")
 	fs.DurationVar(&c.queueTimeout, "queue-timeout", time.Second, "how long a publish waits for room in a full queue before 503")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for requests under way")
-	fs.Int64Var(&c.maxDBSize, "max-db-size", 0, "cap on the database file, in `bytes`; past it publishes get 503 as on a full disk (0: no cap)")
-	fs.DurationVar(&c.busyTimeout, "busy-timeout", 5*time.Second, "how long a write waits for a database lock held by another process")
+	fs.Int64Var(&c.maxDBSize, "max-db-size", 0, "SQLite only: cap on the database file, in `bytes`; past it publishes get 503 as on a full disk (0: no cap)")
+	fs.DurationVar(&c.busyTimeout, "busy-timeout", 5*time.Second, "SQLite only: how long a write waits for a database lock held by another process")
 	fs.DurationVar(&c.readHeader, "read-header-timeout", 10*time.Second, "time a client has to send the request headers")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time a client has to send a whole request, body included")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", httpapi.DefaultWriteTimeout, "how long an answer waits for the client to take more of it before the connection is cut")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 120*time.Second, "how long an idle keep-alive connection stays open")
+	fs.IntVar(&c.maxListings, "max-listings", httpapi.DefaultMaxListings, "most GET /events answers served at once (503 above)")
 	fs.StringVar(&c.token, "token", "", "bearer `token` that POST /publish requires (prefer -token-file or EVENTAGG_TOKEN: flags show in ps)")
 	fs.StringVar(&c.tokenFile, "token-file", "", "`file` holding the bearer token")
 	fs.BoolVar(&c.tokenReads, "token-reads", false, "require the token for GET /events, /stats and /metrics too (never /health)")
@@ -161,6 +176,23 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if err := errors.Join(errs...); err != nil {
 		return nil, usageError{err}
 	}
+	// Flags of one store given with the other are refused, not ignored.
+	given := func(names ...string) []string {
+		var out []string
+		for _, name := range names {
+			if set[name] || getenv(envName(name)) != "" {
+				out = append(out, "-"+name)
+			}
+		}
+		return out
+	}
+	if isPostgres(c.db) {
+		if flags := given("sync", "max-db-size", "busy-timeout"); len(flags) > 0 {
+			return nil, usageError{fmt.Errorf("%s apply to SQLite only, and -db names a PostgreSQL database: remove them (durability is PostgreSQL's synchronous_commit)", strings.Join(flags, ", "))}
+		}
+	} else if flags := given("db-schema"); len(flags) > 0 {
+		return nil, usageError{fmt.Errorf("-db-schema applies to PostgreSQL only, and -db names a SQLite file: remove it")}
+	}
 	switch {
 	case c.logFormat != "text" && c.logFormat != "json":
 		return nil, usageError{fmt.Errorf("-log-format must be text or json, not %q", c.logFormat)}
@@ -170,8 +202,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, usageError{errors.New("-db must name a database file or a postgres:// URL")}
 	case c.maxDBSize < 0:
 		return nil, usageError{errors.New("-max-db-size must not be negative")}
-	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0:
-		return nil, usageError{errors.New("-busy-timeout, -read-header-timeout, -read-timeout and -idle-timeout must be positive")}
+	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.writeTimeout <= 0 || c.idleTimeout <= 0:
+		return nil, usageError{errors.New("-busy-timeout, -read-header-timeout, -read-timeout, -write-timeout and -idle-timeout must be positive")}
+	case c.maxListings <= 0:
+		return nil, usageError{errors.New("-max-listings must be positive")}
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return nil, usageError{errors.New("-tls-cert and -tls-key go together: give both or neither")}
 	case c.token != "" && c.tokenFile != "":
@@ -266,6 +300,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 			Sync:         mode,
 			BusyTimeout:  cfg.busyTimeout,
 			MaxSizeBytes: cfg.maxDBSize,
+			Logger:       log,
 		})
 	}
 	if err != nil {
@@ -295,6 +330,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		Handler: httpapi.NewHandler(agg, &httpapi.Options{
 			MaxBodyBytes: cfg.maxBody,
 			MaxBatch:     cfg.maxBatch,
+			MaxListings:  cfg.maxListings,
+			WriteTimeout: cfg.writeTimeout,
 			Logger:       log,
 			Token:        cfg.token,
 			TokenReads:   cfg.tokenReads,
@@ -314,8 +351,14 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		}
 		served <- srv.Serve(ln)
 	}()
-	log.Info("listening", "addr", ln.Addr().String(), "db", redact(cfg.db), "sync", cfg.sync, "tls", tlsConfig != nil,
-		"token", cfg.token != "", "token_reads", cfg.tokenReads, "version", buildVersion())
+	attrs := []any{"addr", ln.Addr().String(), "db", redact(cfg.db)}
+	if isPostgres(cfg.db) {
+		attrs = append(attrs, "db_schema", cfg.dbSchema)
+	} else {
+		attrs = append(attrs, "sync", cfg.sync)
+	}
+	log.Info("listening", append(attrs, "tls", tlsConfig != nil,
+		"token", cfg.token != "", "token_reads", cfg.tokenReads, "version", buildVersion())...)
 
 	select {
 	case err := <-served:

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +34,42 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	binOnce sync.Once
+	binDir  string // holds the binary serverBinary built
+	binErr  error
+)
+
+// serverBinary returns the path of the eventagg program built without the
+// race detector, for the tests that measure the server's memory: under
+// -race, the test binary itself uses several times the memory it would in
+// production. It is built once per test run.
+func serverBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "eventagg-bin-"); binErr != nil {
+			return
+		}
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		cmd := exec.Command(goTool, "build", "-o", filepath.Join(binDir, "eventagg"), ".")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return filepath.Join(binDir, "eventagg")
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and one reader.
@@ -60,10 +96,13 @@ type logWatcher struct {
 	all       syncBuffer
 	listening chan string
 	eof       chan struct{} // closed when the log has been read to its end
+
+	mu      sync.Mutex
+	changed chan struct{} // closed, and replaced, at each new line
 }
 
 func watchLogs(r io.Reader) *logWatcher {
-	w := &logWatcher{listening: make(chan string, 1), eof: make(chan struct{})}
+	w := &logWatcher{listening: make(chan string, 1), eof: make(chan struct{}), changed: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -73,11 +112,55 @@ func watchLogs(r io.Reader) *logWatcher {
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
 				w.listening <- rec.Addr
 			}
+			w.mu.Lock()
+			close(w.changed)
+			w.changed = make(chan struct{})
+			w.mu.Unlock()
 		}
 		close(w.listening)
 		close(w.eof)
 	}()
 	return w
+}
+
+// await waits until the log holds n lines containing each of parts, and
+// fails the test if that takes longer than timeout.
+func (w *logWatcher) await(t *testing.T, n int, timeout time.Duration, parts ...string) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		w.mu.Lock()
+		changed := w.changed
+		w.mu.Unlock()
+		if w.count(parts...) >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-w.eof:
+			if w.count(parts...) < n {
+				t.Fatalf("the log ended with fewer than %d lines holding %q:\n%s", n, parts, w.all.String())
+			}
+			return
+		case <-deadline:
+			t.Fatalf("no %d lines holding %q in the log within %v:\n%s", n, parts, timeout, w.all.String())
+		}
+	}
+}
+
+// count returns how many lines of the log contain each of parts.
+func (w *logWatcher) count(parts ...string) int {
+	n := 0
+lines:
+	for line := range strings.Lines(w.all.String()) {
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue lines
+			}
+		}
+		n++
+	}
+	return n
 }
 
 // address waits for the server to listen and returns its base URL.
@@ -230,6 +313,19 @@ func TestParseConfig(t *testing.T) {
 		{"BadLogFormat", []string{"-log-format", "xml"}, nil, nil, "text or json"},
 		{"BadSync", []string{"-sync", "sometimes"}, nil, nil, "full, normal or off"},
 		{"ZeroBatch", []string{"-max-batch", "0"}, nil, nil, "must be positive"},
+		{"Listings", []string{"-max-listings", "5", "-write-timeout", "2s"}, nil,
+			func(c *config) bool { return c.maxListings == 5 && c.writeTimeout == 2*time.Second }, ""},
+		{"ZeroListings", []string{"-max-listings", "0"}, nil, nil, "-max-listings must be positive"},
+		{"ZeroWriteTimeout", []string{"-write-timeout", "0s"}, nil, nil, "must be positive"},
+		// Flags of the other store are refused, not silently ignored.
+		{"PostgresWithSync", []string{"-db", "postgres://h/db", "-sync", "off"}, nil, nil, "-sync apply to SQLite only"},
+		{"PostgresWithSQLiteFlags", []string{"-db", "postgres://h/db", "-max-db-size", "10", "-busy-timeout", "1s"}, nil, nil,
+			"-max-db-size, -busy-timeout apply to SQLite only"},
+		{"PostgresWithSyncFromEnv", nil, map[string]string{"EVENTAGG_DB": "postgresql://h/db", "EVENTAGG_SYNC": "full"}, nil,
+			"-sync apply to SQLite only"},
+		{"PostgresWithSchema", []string{"-db", "postgres://h/db", "-db-schema", "x"}, nil,
+			func(c *config) bool { return c.dbSchema == "x" }, ""},
+		{"SQLiteWithSchema", []string{"-db-schema", "x"}, nil, nil, "-db-schema applies to PostgreSQL only"},
 	})
 }
 
@@ -332,7 +428,14 @@ type child struct {
 // startChild runs the test binary as the eventagg program on db.
 func startChild(t *testing.T, db string, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0", "-db", db, "-log-format", "json"}, args...)...)
+	return startProgram(t, os.Args[0], db, args...)
+}
+
+// startProgram runs bin, the test binary or the program itself
+// (serverBinary), as the eventagg server on db.
+func startProgram(t *testing.T, bin, db string, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0", "-db", db, "-log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), "EVENTAGG_TEST_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
