@@ -485,15 +485,15 @@ func TestPublishStoreError(t *testing.T) {
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	agg := MustNew(t, faultyStore{eventagg.NewMemoryStore(), fault}, &eventagg.Options{Logger: logger})
-	res, err := agg.Publish(t.Context(), event("t", "1"))
+	res, err := agg.Publish(t.Context(), event("t", "1"), event("t", "2"), event("t", "3"))
 	if !errors.Is(err, eventagg.ErrStore) || !errors.Is(err, fault) {
 		t.Errorf("Publish() = %+v, %v; want ErrStore wrapping the store's error", res, err)
 	}
 	if st := mustStats(t, agg); st.Received != 0 {
 		t.Errorf("Stats().Received = %d after a failed write, want 0", st.Received)
 	}
-	if !strings.Contains(logs.String(), "disk on fire") {
-		t.Errorf("the failed write was not logged; log:\n%s", logs.String())
+	if !strings.Contains(logs.String(), "disk on fire") || !strings.Contains(logs.String(), "events=3 ") {
+		t.Errorf("the failed write of 3 events was not logged with its size; log:\n%s", logs.String())
 	}
 }
 
