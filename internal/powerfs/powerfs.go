@@ -19,6 +19,14 @@
 // writable mmap works, as SQLite's -shm file needs; POSIX and OFD locks are
 // left to the kernel, which enforces them between the processes using the
 // mount. Mounting needs root and /dev/fuse, but no fusermount binary.
+//
+// The process that mounts the filesystem serves it, so it must not mmap its
+// files (SQLite does, for -shm): a page fault on the mount holds one of the
+// Go scheduler's Ps until the mount answers, and a garbage collection that
+// stops the world waits for that P, while the goroutine that would answer
+// waits for a P: the process deadlocks. Run such programs in a child
+// process; plain reads, writes and locks from this process are safe, since a
+// P is released during a system call.
 package powerfs
 
 import (
