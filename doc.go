@@ -32,6 +32,13 @@
 // survives a crash of the process or the machine. Events and counters change
 // in the same transaction, so they always agree.
 //
+// A store that can no longer vouch for what it acknowledges (its files were
+// deleted, replaced or truncated under it, it read corrupt data, an fsync
+// failed) refuses every write with an error matching [ErrDamaged] until it
+// is reopened, so that nothing is acknowledged that a restart would lose. A
+// write that finds no room fails with an error matching [ErrFull] and
+// succeeds once there is room again.
+//
 // # Group commit
 //
 // An [Aggregator] queues concurrent Publish calls to one writer goroutine. The
@@ -61,7 +68,8 @@
 // Each store keeps three counters, overall and per topic (see [Stats]):
 // received, unique_processed and duplicate_dropped. At every moment, across
 // restarts and crashes, received = unique_processed + duplicate_dropped, and
-// unique_processed equals the number of stored events.
+// unique_processed equals the number of stored events. [Aggregator.QueryStats]
+// reads the totals and one page of topics, however many topics there are.
 //
 // # Listing
 //
