@@ -447,3 +447,31 @@ func TestSQLiteFullDiskAtOpen(t *testing.T) {
 		t.Error("reopened after space was freed, the store is still in exclusive mode")
 	}
 }
+
+// TestSQLiteFileChecksRaceCommits checks the files over and over while the
+// writer commits: a commit that lands between reading the log's size and the
+// size the store expects must not pass for a truncation.
+func TestSQLiteFileChecksRaceCommits(t *testing.T) {
+	t.Parallel()
+	s, _ := openSQLiteForTest(t, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 300 {
+			if _, err := s.Append(t.Context(), batchOf("b"+strconv.Itoa(i), 3, 10)); err != nil {
+				t.Errorf("Append %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	for checking := true; checking; {
+		select {
+		case <-done:
+			checking = false
+		default:
+		}
+		if err := s.checkFiles(); err != nil {
+			t.Fatalf("checkFiles while commits go on = %v, want nil", err)
+		}
+	}
+}

@@ -239,6 +239,9 @@ func (f *sqliteFiles) check() (walSize int64, err error) {
 }
 
 func checkFile(f *os.File, what string, least *atomic.Int64) (int64, error) {
+	// The least size is read first: a commit may raise it meanwhile, but
+	// only once its frames are in the file, so the size read next covers it.
+	n := least.Load()
 	open, err := f.Stat()
 	if err != nil {
 		return 0, err
@@ -252,7 +255,7 @@ func checkFile(f *os.File, what string, least *atomic.Int64) (int64, error) {
 	case !os.SameFile(open, named):
 		return 0, damaged("the %s %s was replaced by another file while open; what the store writes from now on would be lost", what, f.Name())
 	}
-	if n := least.Load(); open.Size() < n {
+	if open.Size() < n {
 		return 0, damaged("the %s %s was truncated from at least %d to %d bytes while open; data in it is lost", what, f.Name(), n, open.Size())
 	}
 	raise(least, open.Size())
