@@ -269,12 +269,7 @@ func TestCrashConsistency(t *testing.T) {
 	}
 	c := startChild(t, db)
 	stored := l.verify(t, c.url)
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(); err != nil {
-		t.Fatalf("the last server exited with %v", err)
-	}
+	c.terminate(t)
 	integrityCheck(t, db)
 	t.Logf("%d SIGKILL cycles in %v: %d requests answered 200 carrying %d events (%d distinct), %d events sent, %d stored; missing 0, stored twice 0",
 		cycles, time.Since(start).Round(time.Millisecond), l.ackedBodies,

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -152,12 +151,7 @@ func TestServerStopsOnCorruption(t *testing.T) {
 		}
 	}
 	// Closing checkpoints: the database file then holds every event.
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(); err != nil {
-		t.Fatal(err)
-	}
+	c.terminate(t)
 	c = startChild(t, db)
 	garble(t, db)
 	if status, _, body := httpDo(t, "GET", c.url+"/stats", ""); status != 503 {
@@ -183,12 +177,7 @@ func TestServerStartsOnFullDisk(t *testing.T) {
 	if status, _, body := httpDo(t, "POST", c.url+"/publish", batchJSON("before", 100)); status != 200 {
 		t.Fatalf("publish = %d %s", status, body)
 	}
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(); err != nil {
-		t.Fatal(err)
-	}
+	c.terminate(t)
 
 	free := tmpfs.Fill(t, dir)
 	c = startChild(t, db)

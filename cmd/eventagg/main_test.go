@@ -450,6 +450,18 @@ func startProgram(t *testing.T, bin, db string, args ...string) *child {
 	return c
 }
 
+// terminate stops the server with SIGTERM, as an orchestrator would, and
+// fails the test unless it exits 0.
+func (c *child) terminate(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.wait(); err != nil {
+		t.Fatalf("after SIGTERM the server exited with %v; its log:\n%s", err, c.logs.all.String())
+	}
+}
+
 // wait waits for the process to exit, having read all it logged: exec's Wait
 // closes the log pipe, so it must come after the reader saw the pipe's end.
 func (c *child) wait() error {

@@ -182,12 +182,7 @@ func testPowerCutSyncFull(t *testing.T) {
 	}
 	c := startChild(t, db)
 	stored := l.verify(t, c.url)
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.wait(); err != nil {
-		t.Fatalf("the last server exited with %v", err)
-	}
+	c.terminate(t)
 	integrityCheckCopy(t, db)
 	t.Logf("%d power cuts in %v: %d requests answered 200 carrying %d events (%d distinct), %d events sent, %d stored, %d WAL fsyncs, %d database fsyncs; missing 0, stored twice 0",
 		cuts, time.Since(start).Round(time.Millisecond), l.ackedBodies, l.ackedCount.Received, len(l.acked), l.sentEvents, stored, walSyncs, checkpoints)
@@ -220,12 +215,7 @@ func testPowerCutSyncNormalLoses(t *testing.T) {
 		if a.missing == 0 {
 			t.Errorf("cut %d: -sync normal lost none of %d acknowledged events in a power cut; the test cannot see a loss", cut, len(l.acked))
 		}
-		if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.wait(); err != nil {
-			t.Fatalf("the server exited with %v", err)
-		}
+		c.terminate(t)
 		integrityCheckCopy(t, db)
 		t.Logf("control cut %d (-sync normal): %d requests answered 200 carrying %d distinct events; after the cut %d stored, %d acknowledged lost; the cut reverted %s",
 			cut, l.ackedBodies, len(l.acked), a.stored, a.missing, strings.Join(reverted, ", "))
