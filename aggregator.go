@@ -11,23 +11,36 @@ import (
 	"time"
 )
 
+// Defaults of [Options].
+const (
+	DefaultMaxEventsPerCommit = 4096 // events merged into one Store.Append
+	DefaultQueueSize          = 1024 // Publish calls waiting for the writer
+)
+
 // Options configures an [Aggregator]. The zero value is the default.
 type Options struct {
-	// MaxBatch bounds how many events the writer merges into one Store.Append;
-	// default 4096. A single Publish call larger than MaxBatch is written alone:
-	// calls are never split.
-	MaxBatch int
-	// QueueSize bounds how many Publish calls wait for the writer; default 1024.
-	// When the queue is full, Publish blocks until there is room, its context
-	// ends, or QueueTimeout passes.
+	// MaxEventsPerCommit bounds how many events the writer merges into one
+	// Store.Append; default DefaultMaxEventsPerCommit. A single Publish call
+	// larger than that is written alone: calls are never split.
+	MaxEventsPerCommit int
+	// QueueSize bounds how many Publish calls wait for the writer; default
+	// DefaultQueueSize. When the queue is full, Publish blocks until there
+	// is room, its context ends, or QueueTimeout passes.
 	QueueSize int
 	// QueueTimeout, if positive, bounds how long Publish waits for room in a
 	// full queue before it returns ErrQueueFull. Default: as long as its
 	// context allows. A server sets it to refuse load quickly (HTTP 503).
 	QueueTimeout time.Duration
-	// Logger receives a debug record for each duplicate dropped (topic and
-	// event_id, never the payload) and an error record for each failed write.
-	// Default: no logging.
+	// RejectConflicts refuses, whole, a Publish call holding an event that
+	// conflicts with the stored copy of its key (a duplicate with another
+	// payload, see [Conflict]): the call stores and counts nothing and
+	// returns a [*ConflictError]. The calls merged with it are written
+	// without it. Default: a conflict is dropped like a duplicate, and
+	// counted as a conflict.
+	RejectConflicts bool
+	// Logger receives a debug record for each duplicate or conflict dropped
+	// (topic and event_id, never the payload) and an error record for each
+	// failed write. Default: no logging.
 	Logger *slog.Logger
 	// Now stamps events published with a zero Timestamp; default time.Now.
 	Now func() time.Time
@@ -38,37 +51,45 @@ type Result struct {
 	// Processed is the number of events stored by this call.
 	Processed int `json:"processed_count"`
 	// Duplicates is the number of events dropped because their key was
-	// already stored, or appeared earlier in the batch.
+	// already stored, or appeared earlier in the batch; conflicts included.
 	Duplicates int `json:"duplicate_dropped"`
-	// New holds, for each event given to Publish, whether it was stored now
-	// (true) or dropped as a duplicate (false).
-	New []bool `json:"-"`
+	// Conflicts is the number of those duplicates whose payload differed
+	// from the stored copy's.
+	Conflicts int `json:"conflicts"`
+	// Outcomes holds, for each event given to Publish, what became of it.
+	Outcomes []Outcome `json:"-"`
 }
 
 // Aggregator deduplicates and stores batches of events through a [Store].
 //
 // Concurrent Publish calls are queued to a single writer goroutine, which
-// merges what is waiting into one Store.Append (group commit), so many small
-// batches share one transaction and one fsync.
+// merges what is waiting into one commit (group commit), so many small
+// batches share one transaction and one fsync. With a [Pipeliner] store the
+// writer commits the next batch while the last one is made durable.
 //
-// An Aggregator is safe for concurrent use. Close it when done; closing the
-// store stays with the caller, after Close.
+// An Aggregator is safe for concurrent use. Shut it down when done; closing
+// the store stays with the caller, after Shutdown.
 type Aggregator struct {
-	store    Store
+	store    Store     // as given: its optional capabilities
+	pipe     Pipeliner // Pipeline(store): the write path
 	maxBatch int
 	qTimeout time.Duration
+	reject   bool
 	now      func() time.Time
 	log      *slog.Logger
 	started  time.Time
 
+	// ctx is the writer's: it ends when Shutdown gives up on the drain.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	queue   chan *request
-	pipe    pipelinedStore // the store, if it is pipelined
-	acks    chan written   // written batches waiting to be durable, in commit order
-	mu      sync.RWMutex   // guards closed against senders.Add
+	acks    chan written // committed batches waiting to be durable, in commit order
+	mu      sync.RWMutex // guards closed against senders.Add
 	closed  bool
-	closing chan struct{}  // closed when Close starts
+	closing chan struct{}  // closed when Shutdown starts
 	senders sync.WaitGroup // Publish calls that may still send to queue
-	stopped chan struct{}  // closed when the writer has drained the queue
+	stopped chan struct{}  // closed when every call queued has been answered
 	once    sync.Once
 }
 
@@ -94,11 +115,11 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 	if opts != nil {
 		o = *opts
 	}
-	if o.MaxBatch <= 0 {
-		o.MaxBatch = 4096
+	if o.MaxEventsPerCommit <= 0 {
+		o.MaxEventsPerCommit = DefaultMaxEventsPerCommit
 	}
 	if o.QueueSize <= 0 {
-		o.QueueSize = 1024
+		o.QueueSize = DefaultQueueSize
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -106,38 +127,44 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	a := &Aggregator{
 		store:    store,
-		maxBatch: o.MaxBatch,
+		pipe:     Pipeline(store),
+		maxBatch: o.MaxEventsPerCommit,
 		qTimeout: o.QueueTimeout,
+		reject:   o.RejectConflicts,
 		now:      o.Now,
 		log:      o.Logger,
 		started:  o.Now(),
+		ctx:      ctx,
+		cancel:   cancel,
 		queue:    make(chan *request, o.QueueSize),
+		acks:     make(chan written, 64),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
-	if p, ok := store.(pipelinedStore); ok {
-		a.pipe = p
-		a.acks = make(chan written, 64)
-		go a.ack()
-	}
 	go a.write()
+	go a.ack()
 	return a, nil
 }
 
 // Publish validates events, then stores those whose (Topic, EventID) is not
-// stored yet and drops the others as duplicates. Events with a zero Timestamp
-// are stamped with the current time; the caller's slice is not modified.
+// stored yet and drops the others as duplicates (or conflicts, when their
+// payload differs from the stored copy's). Events with a zero Timestamp are
+// stamped with the current time; the caller's slice is not modified.
 //
 // The batch is validated whole before anything is written: if an event is
 // invalid, Publish returns a [*ValidationError] and nothing of the batch is
 // stored or counted. A nil error means the batch is durable: the transaction
-// holding it has committed.
+// holding it has committed (and, with SQLiteStore's SyncFull, reached the disk).
 //
 // Errors:
 //   - [*ValidationError] (matching [ErrInvalidEvent]) for an invalid event;
-//   - [ErrClosed] after Close;
+//   - [*ConflictError] (matching [ErrConflict]) with [Options].RejectConflicts,
+//     for a batch holding a conflict: nothing was stored or counted;
+//   - [ErrClosed] after Shutdown, or if Shutdown gave up before the batch
+//     was written: nothing was stored;
 //   - [ErrQueueFull] if ctx ends (the error wraps ctx's too) or
 //     [Options].QueueTimeout passes while Publish waits for room in the
 //     queue: nothing was stored;
@@ -161,7 +188,7 @@ func (a *Aggregator) Publish(ctx context.Context, events ...Event) (Result, erro
 	a.mu.RUnlock()
 	if len(events) == 0 {
 		a.senders.Done()
-		return Result{New: []bool{}}, nil
+		return Result{Outcomes: []Outcome{}}, nil
 	}
 
 	req := &request{ctx: ctx, events: slices.Clone(events), reply: make(chan reply, 1)}
@@ -211,15 +238,12 @@ func (a *Aggregator) enqueue(ctx context.Context, req *request) error {
 	}
 }
 
-// write is the writer goroutine: it merges queued requests into batches of at
-// most maxBatch events (one request may exceed it alone) until the queue is
-// closed and drained.
+// write is the writer goroutine: it gathers queued requests into batches of
+// at most maxBatch events (one request may exceed it alone) and commits
+// each, until the queue is closed and drained. While the store is Busy (a
+// commit now would only wait behind the last one), it goes on gathering.
 func (a *Aggregator) write() {
-	if a.pipe != nil {
-		defer close(a.acks) // the acker then finishes and closes stopped
-	} else {
-		defer close(a.stopped)
-	}
+	defer close(a.acks) // the acker then answers what is left and closes stopped
 	var (
 		reqs  []*request
 		batch []Event
@@ -235,12 +259,7 @@ func (a *Aggregator) write() {
 		reqs = append(reqs[:0], next)
 		n := len(next.events)
 		next = nil
-		// Take what waits now and, with a pipelined store, also what
-		// arrives while a commit now would gain nothing on a later one.
-		var syncing <-chan struct{}
-		if a.pipe != nil {
-			syncing = a.pipe.syncing()
-		}
+		busy := a.pipe.Busy()
 	gather:
 		for n < a.maxBatch {
 			var r *request
@@ -248,12 +267,12 @@ func (a *Aggregator) write() {
 			select {
 			case r, ok = <-a.queue:
 			default:
-				if syncing == nil {
+				if busy == nil {
 					break gather
 				}
 				select {
 				case r, ok = <-a.queue:
-				case <-syncing:
+				case <-busy:
 					break gather
 				}
 			}
@@ -271,59 +290,77 @@ func (a *Aggregator) write() {
 	}
 }
 
-// written is a batch the store committed (or failed to), waiting to be
-// answered.
+// written is a batch the store committed, or failed to, waiting to be
+// answered once it is durable.
 type written struct {
-	reqs    []*request
-	isNew   []bool
-	durable func() error // nil once known durable
-	err     error
+	reqs     []*request
+	outcomes []Outcome
+	wait     func() error // returns once the commit is durable; nil if err is set
+	err      error
 }
 
-// commit writes the events of reqs in one transaction and replies to each
-// request, at once or, with a pipelined store, through the acker once the
-// transaction is durable. It returns batch, the reusable buffer.
+// commit writes the events of reqs in one transaction and hands the result
+// to the acker. A call whose context has ended is answered at once and not
+// written; with RejectConflicts, a call holding a conflict is refused and
+// the others are written without it. It returns batch, the reusable buffer.
 func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
-	live := reqs[:0]
+	live := make([]*request, 0, len(reqs)) // the acker's, once sent
 	for _, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
 			r.reply <- reply{err: err} // the caller has gone; write nothing for it
 			continue
 		}
 		live = append(live, r)
-		batch = append(batch, r.events...)
 	}
-	if len(batch) == 0 {
-		return batch
-	}
-	ctx := context.Background()
-	var w written
-	if a.pipe != nil {
-		w.reqs = slices.Clone(live) // reqs is reused before the acker is done
-		w.isNew, w.durable, w.err = a.pipe.appendNoWait(ctx, batch)
-	} else {
-		w.reqs = live
-		w.isNew, w.err = a.store.Append(ctx, batch)
-	}
-	if w.err == nil && len(w.isNew) != len(batch) {
-		w.err = fmt.Errorf("Append returned %d results for %d events", len(w.isNew), len(batch))
-	}
-	clear(batch) // drop references to payloads
-	if a.pipe != nil {
+	for len(live) > 0 {
+		if a.ctx.Err() != nil { // Shutdown gave up: write nothing more
+			for _, r := range live {
+				r.reply <- reply{err: ErrClosed}
+			}
+			return batch
+		}
+		batch = batch[:0]
+		for _, r := range live {
+			batch = append(batch, r.events...)
+		}
+		w := written{reqs: live}
+		w.outcomes, w.wait, w.err = a.pipe.AppendAsync(a.ctx, batch, AppendOptions{RejectConflicts: a.reject})
+		clear(batch) // drop references to payloads
+		var ce *ConflictError
+		if a.reject && errors.As(w.err, &ce) && ce.Index >= 0 && ce.Index < len(batch) {
+			live = refuse(live, ce)
+			continue
+		}
+		if w.err == nil && len(w.outcomes) != len(batch) {
+			w.err = fmt.Errorf("Append returned %d outcomes for %d events", len(w.outcomes), len(batch))
+		}
 		a.acks <- w
-	} else {
-		a.answer(w)
+		return batch
 	}
 	return batch
 }
 
-// ack is the acker goroutine of a pipelined store: it waits, in commit
-// order, for each written batch to be durable, then answers its callers.
+// refuse answers the request of live that holds the event ce names with the
+// conflict, its index made relative to the request, and returns the others.
+func refuse(live []*request, ce *ConflictError) []*request {
+	off := 0
+	for i, r := range live {
+		if ce.Index < off+len(r.events) {
+			r.reply <- reply{err: &ConflictError{Index: ce.Index - off, Key: ce.Key}}
+			return slices.Delete(live, i, i+1)
+		}
+		off += len(r.events)
+	}
+	return live
+}
+
+// ack is the acker goroutine: it waits, in commit order, for each written
+// batch to be durable, then answers its callers.
 func (a *Aggregator) ack() {
 	defer close(a.stopped)
 	for w := range a.acks {
 		if w.err == nil {
-			w.err = w.durable()
+			w.err = w.wait()
 		}
 		a.answer(w)
 	}
@@ -348,32 +385,28 @@ func (a *Aggregator) answer(w written) {
 	logDups := a.log.Enabled(ctx, slog.LevelDebug)
 	off := 0
 	for _, r := range w.reqs {
-		res := Result{New: w.isNew[off : off+len(r.events) : off+len(r.events)]}
-		for i, stored := range res.New {
-			if stored {
+		res := Result{Outcomes: w.outcomes[off : off+len(r.events) : off+len(r.events)]}
+		for i, o := range res.Outcomes {
+			switch o.Status {
+			case Stored:
 				res.Processed++
 				continue
+			case Conflict:
+				res.Conflicts++
 			}
 			res.Duplicates++
 			if logDups {
-				a.log.LogAttrs(ctx, slog.LevelDebug, "eventagg: duplicate dropped",
+				msg := "eventagg: duplicate dropped"
+				if o.Status == Conflict {
+					msg = "eventagg: conflict dropped: the payload differs from the stored copy's"
+				}
+				a.log.LogAttrs(ctx, slog.LevelDebug, msg,
 					slog.String("topic", r.events[i].Topic), slog.String("event_id", r.events[i].EventID))
 			}
 		}
 		off += len(r.events)
 		r.reply <- reply{res: res}
 	}
-}
-
-// pipelinedStore is implemented by stores that can commit a batch without
-// waiting for it to be durable; the Aggregator then answers callers from a
-// second goroutine while the writer goes on with the next batch.
-type pipelinedStore interface {
-	appendNoWait(ctx context.Context, events []Event) (isNew []bool, durable func() error, err error)
-	// syncing returns, while a commit made now would be made durable no
-	// sooner than one made later, a channel closed when that changes; nil
-	// otherwise. Until then the writer gathers calls into its next batch.
-	syncing() <-chan struct{}
 }
 
 // Events lists stored events matching q in acceptance order; see [Store.Events].
@@ -412,11 +445,11 @@ func (a *Aggregator) Stats(ctx context.Context) (Stats, error) {
 }
 
 // QueryStats returns the store's totals, its number of topics, and the
-// counters of the topics q selects (see [QueryStats]), with StartedAt set.
-// Unlike Stats, it holds no more than a page of topics in memory when the
-// store implements [StatsQuerier], as this package's stores do.
+// counters of the topics q selects, with StartedAt set. Unlike Stats, it
+// holds no more than a page of topics in memory when the store implements
+// [StatsQuerier], as this package's stores do.
 func (a *Aggregator) QueryStats(ctx context.Context, q StatsQuery) (Stats, error) {
-	s, err := QueryStats(ctx, a.store, q)
+	s, err := queryStats(ctx, a.store, q)
 	if err != nil {
 		return Stats{}, readError(ctx, err)
 	}
@@ -428,8 +461,8 @@ func (a *Aggregator) QueryStats(ctx context.Context, q StatsQuery) (Stats, error
 func (a *Aggregator) StartedAt() time.Time { return a.started }
 
 // Ping reports whether the Aggregator can serve requests: it returns
-// [ErrClosed] after Close, and otherwise asks the store, using [Pinger] when
-// the store implements it and Stats when not.
+// [ErrClosed] after Shutdown, and otherwise asks the store, using [Pinger]
+// when the store implements it and Stats when not.
 func (a *Aggregator) Ping(ctx context.Context) error {
 	a.mu.RLock()
 	closed := a.closed
@@ -456,20 +489,40 @@ func (a *Aggregator) StoreMetrics() []StoreMetric {
 // QueueLen returns how many Publish calls wait for the writer now.
 func (a *Aggregator) QueueLen() int { return len(a.queue) }
 
-// Close stops accepting Publish calls, waits until every call already queued
-// has been written and answered, and returns. It does not close the store.
-// Publish calls waiting for room in the queue return [ErrClosed].
-// Close is safe to call more than once and from several goroutines; every
-// call returns after the queue is drained.
-func (a *Aggregator) Close() error {
+// Shutdown stops accepting Publish calls (they return [ErrClosed]) and waits
+// until every call already queued has been written and answered; then it
+// returns nil. It does not close the store.
+//
+// If ctx ends first, Shutdown gives up: it cancels the context of the write
+// under way (a store that heeds it returns, and its callers get ErrStore:
+// their batch may or may not be stored), answers the calls not yet written
+// with ErrClosed (nothing of them is stored), and returns ctx's error at
+// once, even if the store never returns. Close the store only after a
+// Shutdown that returned nil.
+//
+// Shutdown is safe to call more than once and from several goroutines.
+func (a *Aggregator) Shutdown(ctx context.Context) error {
 	a.once.Do(func() {
 		a.mu.Lock()
 		a.closed = true
 		close(a.closing)
 		a.mu.Unlock()
-		a.senders.Wait()
+		a.senders.Wait() // they see closing and leave
 		close(a.queue)
 	})
-	<-a.stopped
-	return nil
+	select {
+	case <-a.stopped:
+		a.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	a.cancel()
+	for r := range a.queue { // the writer may be stuck in the store
+		r.reply <- reply{err: ErrClosed}
+	}
+	return ctx.Err()
 }
+
+// Close is Shutdown without a deadline: it returns once every queued call
+// has been written and answered, however long the store takes.
+func (a *Aggregator) Close() error { return a.Shutdown(context.Background()) }

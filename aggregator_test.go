@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -122,25 +123,19 @@ func TestPublishDeduplicates(t *testing.T) {
 	agg := MustNew(t, MustOpenSQLite(t, filepath.Join(t.TempDir(), "events.db"), nil), nil)
 	steps := []struct {
 		events []eventagg.Event
-		want   eventagg.Result
+		want   string // see summary
 	}{
-		{
-			[]eventagg.Event{event("a", "1"), event("a", "2"), event("a", "1"), event("b", "1")},
-			eventagg.Result{Processed: 3, Duplicates: 1, New: []bool{true, true, false, true}},
-		},
-		{
-			[]eventagg.Event{event("a", "2"), event("a", "3"), event("b", "1")},
-			eventagg.Result{Processed: 1, Duplicates: 2, New: []bool{false, true, false}},
-		},
-		{nil, eventagg.Result{New: []bool{}}},
+		{[]eventagg.Event{event("a", "1"), event("a", "2"), event("a", "1"), event("b", "1")}, "3 stored, 1 dropped, 0 conflicts: SSDS"},
+		{[]eventagg.Event{event("a", "2"), event("a", "3"), event("b", "1")}, "1 stored, 2 dropped, 0 conflicts: DSD"},
+		{nil, "0 stored, 0 dropped, 0 conflicts: "},
 	}
 	for i, step := range steps {
 		got, err := agg.Publish(t.Context(), step.events...)
 		if err != nil {
 			t.Fatalf("Publish #%d error: %v", i+1, err)
 		}
-		if diff := cmp.Diff(step.want, got); diff != "" {
-			t.Errorf("Publish #%d mismatch (-want +got):\n%s", i+1, diff)
+		if s := summary(t, got); s != step.want {
+			t.Errorf("Publish #%d = %s, want %s", i+1, s, step.want)
 		}
 	}
 	want := eventagg.Stats{
@@ -196,12 +191,12 @@ func newGateStore() *gateStore {
 	return &gateStore{Store: eventagg.NewMemoryStore(), gate: make(chan struct{})}
 }
 
-func (g *gateStore) Append(ctx context.Context, events []eventagg.Event) ([]bool, error) {
+func (g *gateStore) Append(ctx context.Context, events []eventagg.Event, opts eventagg.AppendOptions) ([]eventagg.Outcome, error) {
 	<-g.gate
 	g.mu.Lock()
 	g.batches = append(g.batches, len(events))
 	g.mu.Unlock()
-	return g.Store.Append(ctx, events)
+	return g.Store.Append(ctx, events, opts)
 }
 
 func (g *gateStore) Batches() []int {
@@ -261,19 +256,18 @@ func TestGroupCommitMergesWaitingCalls(t *testing.T) {
 				t.Fatalf("caller %d: Publish error: %v", i, o.err)
 			}
 			// The queue is FIFO, so caller 0 stores "shared" and the others drop it.
-			want := eventagg.Result{Processed: 1, Duplicates: 1, New: []bool{true, false}}
-			if i == 0 {
-				want = eventagg.Result{Processed: 2, New: []bool{true, true}}
+			want := "1 stored, 1 dropped, 0 conflicts: SD"
+			switch {
+			case i == 0:
+				want = "2 stored, 0 dropped, 0 conflicts: SS"
+			case i%2 == 1:
+				want = "1 stored, 2 dropped, 0 conflicts: SDD"
 			}
-			if i%2 == 1 {
-				want.Duplicates++
-				want.New = append(want.New, false)
-			}
-			if o.res.New[1] {
+			if o.res.Outcomes[1].Status == eventagg.Stored {
 				sharedWinners++
 			}
-			if diff := cmp.Diff(want, o.res); diff != "" {
-				t.Errorf("caller %d got another caller's result (-want +got):\n%s", i, diff)
+			if got := summary(t, o.res); got != want {
+				t.Errorf("caller %d got %s, want %s: another caller's result?", i, got, want)
 			}
 		}
 		if sharedWinners != 1 {
@@ -285,10 +279,10 @@ func TestGroupCommitMergesWaitingCalls(t *testing.T) {
 	})
 }
 
-func TestGroupCommitRespectsMaxBatch(t *testing.T) {
+func TestGroupCommitRespectsMaxEventsPerCommit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := newGateStore()
-		agg := MustNew(t, store, &eventagg.Options{MaxBatch: 5})
+		agg := MustNew(t, store, &eventagg.Options{MaxEventsPerCommit: 5})
 		ctx := t.Context()
 		first := publishAsync(ctx, agg, event("t", "0"))
 		synctest.Wait()
@@ -478,7 +472,9 @@ type faultyStore struct {
 	err error
 }
 
-func (f faultyStore) Append(context.Context, []eventagg.Event) ([]bool, error) { return nil, f.err }
+func (f faultyStore) Append(context.Context, []eventagg.Event, eventagg.AppendOptions) ([]eventagg.Outcome, error) {
+	return nil, f.err
+}
 
 func TestPublishStoreError(t *testing.T) {
 	fault := errors.New("disk on fire")
@@ -589,7 +585,7 @@ func TestConcurrentPublishersSQLite(t *testing.T) {
 	processed, dups := 0, 0
 	for _, rs := range results {
 		for _, r := range rs {
-			if r.Processed+r.Duplicates != 2 || len(r.New) != 2 || !r.New[1] {
+			if r.Processed+r.Duplicates != 2 || len(r.Outcomes) != 2 || r.Outcomes[1].Status != eventagg.Stored {
 				t.Errorf("result %+v: want 2 events accounted, the own event new", r)
 			}
 			processed += r.Processed
@@ -641,7 +637,7 @@ func FuzzPublish(f *testing.F) {
 			}
 			return
 		}
-		if res.Processed+res.Duplicates != len(batch) || len(res.New) != len(batch) {
+		if res.Processed+res.Duplicates != len(batch) || len(res.Outcomes) != len(batch) {
 			t.Fatalf("Publish(%d events) = %+v: events unaccounted", len(batch), res)
 		}
 		if res.Processed != min(len(batch), 3) {
@@ -695,4 +691,36 @@ func TestCloseDrainsPipelinedStore(t *testing.T) {
 	if st.UniqueProcessed != int64(stored) || st.Received != int64(stored) {
 		t.Errorf("after Close, %d publishes succeeded but Stats() = %+v", stored, st.Counts)
 	}
+}
+
+// summary describes a Result: its counts, and a letter per outcome (S
+// stored, D duplicate, C conflict), checking that the counts and outcomes
+// agree and that stored outcomes carry increasing sequence numbers.
+func summary(t *testing.T, r eventagg.Result) string {
+	t.Helper()
+	var b strings.Builder
+	var stored, dropped, conflicts int
+	var last int64
+	for i, o := range r.Outcomes {
+		switch o.Status {
+		case eventagg.Stored:
+			b.WriteByte('S')
+			stored++
+			if o.Seq <= last {
+				t.Errorf("outcome %d stored with Seq %d after %d", i, o.Seq, last)
+			}
+			last = o.Seq
+		case eventagg.Duplicate:
+			b.WriteByte('D')
+			dropped++
+		case eventagg.Conflict:
+			b.WriteByte('C')
+			dropped++
+			conflicts++
+		}
+	}
+	if stored != r.Processed || dropped != r.Duplicates || conflicts != r.Conflicts {
+		t.Errorf("Result %+v: the counts disagree with the outcomes %s", r, b.String())
+	}
+	return fmt.Sprintf("%d stored, %d dropped, %d conflicts: %s", r.Processed, r.Duplicates, r.Conflicts, b.String())
 }

@@ -168,7 +168,7 @@ func prefilled(b *testing.B, ids string, n int) (string, *eventgen.Generator) {
 		}
 		build := eventgen.New(1, ids)
 		for made := 0; made < n; made += 10000 {
-			if _, err := s.Append(context.Background(), build.Batch(min(10000, n-made), 0)); err != nil {
+			if _, err := s.Append(context.Background(), build.Batch(min(10000, n-made), 0), eventagg.AppendOptions{}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -8,17 +8,32 @@
 //	defer store.Close()
 //	agg, err := eventagg.New(store, nil)
 //	if err != nil { ... }
-//	defer agg.Close()
+//	defer agg.Shutdown(ctx) // drains queued publishes; runs before store.Close
 //	res, err := agg.Publish(ctx, eventagg.Event{Topic: "orders", EventID: "o-1"})
 //	// res.Processed == 1; publishing the same event again gives res.Duplicates == 1.
 //
-// # Identity and deduplication
+// # Packages
+//
+// Applications need this package: the [Aggregator], the [Event] and its
+// outcomes, the embedded [SQLiteStore]. Package httpapi serves an
+// Aggregator over HTTP and holds a client with the same [Publisher]
+// method; package postgres holds a store for several replicas. Those who
+// write a [Store] of their own use package driver (paging, in-batch
+// deduplication, payload digests, counter arithmetic) and check it with
+// package storetest.
+//
+// # Identity, duplicates and conflicts
 //
 // An [Event] is identified by its [Key], the pair (Topic, EventID), compared
 // byte for byte. The same EventID on two topics names two events. The first
-// copy a store accepts is kept, with its timestamp, source and payload; later
-// copies are dropped as duplicates, whatever their other fields hold. Within
-// one batch, a later copy of a key is a duplicate of the earlier one.
+// copy a store accepts is kept, with its timestamp, source and payload;
+// later copies are dropped. Each event's [Outcome] says which it was:
+// [Stored] (with its sequence number), [Duplicate] (the same payload as the
+// stored copy, byte for byte: a resend), or [Conflict] (another payload: a
+// producer reused an id, or changed an event it resends). Within one batch,
+// a later copy of a key is compared with the earlier one. Conflicts are
+// counted apart; with [Options].RejectConflicts a call holding one is
+// refused whole, with a [*ConflictError].
 //
 // A batch is validated whole before anything is written (see [Event.Validate]):
 // one invalid event rejects the batch with a [*ValidationError] naming its
@@ -42,14 +57,16 @@
 // # Group commit
 //
 // An [Aggregator] queues concurrent Publish calls to one writer goroutine. The
-// writer merges whatever is waiting, up to [Options].MaxBatch events, into a
-// single [Store.Append], then hands each caller its own part of the result.
-// Many small batches thus share one transaction and one fsync. With
-// [SQLiteStore] the writer also overlaps: it starts the next transaction while
-// the previous one is being fsynced, and the callers of a batch are answered,
-// in commit order, once it is on disk. The queue is bounded by
-// [Options].QueueSize: when it is full, Publish blocks until there is room, its
-// context ends or [Options].QueueTimeout passes, and then returns [ErrQueueFull].
+// writer merges whatever is waiting, up to [Options].MaxEventsPerCommit
+// events, into a single commit, then hands each caller its own part of the
+// result. Many small batches thus share one transaction and one fsync. With
+// a store that implements [Pipeliner], as SQLiteStore does, the writer also
+// overlaps: it commits the next batch while the previous one is made
+// durable, and the callers of a batch are answered, in commit order, once it
+// is. The queue is bounded by [Options].QueueSize: when it is full, Publish
+// blocks until there is room, its context ends or [Options].QueueTimeout
+// passes, and then returns [ErrQueueFull]. [Aggregator.Shutdown] drains the
+// queue, or gives up when its context ends.
 //
 // # Stores
 //
@@ -60,16 +77,17 @@
 //
 // Package github.com/eventagg/eventagg/postgres provides a store that several
 // Aggregator replicas share, with deduplication and counters exact across
-// them. Package storetest holds the conformance suite every store passes; run
-// it on your own Store too.
+// them. Optional capabilities ([Pipeliner], [Pinger], [StatsQuerier],
+// [MetricsReporter]) let a store do more, each with a fallback.
 //
 // # Stats
 //
-// Each store keeps three counters, overall and per topic (see [Stats]):
-// received, unique_processed and duplicate_dropped. At every moment, across
-// restarts and crashes, received = unique_processed + duplicate_dropped, and
-// unique_processed equals the number of stored events. [Aggregator.QueryStats]
-// reads the totals and one page of topics, however many topics there are.
+// Each store keeps four counters, overall and per topic (see [Stats]):
+// received, unique_processed, duplicate_dropped and conflicts. At every
+// moment, across restarts and crashes, received = unique_processed +
+// duplicate_dropped, conflicts <= duplicate_dropped, and unique_processed
+// equals the number of stored events. [Aggregator.QueryStats] reads the
+// totals and one page of topics, however many topics there are.
 //
 // # Listing
 //

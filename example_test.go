@@ -37,18 +37,56 @@ func Example() {
 	batch := []eventagg.Event{
 		{Topic: "orders", EventID: "o-1", Payload: json.RawMessage(`{"total":42}`)},
 		{Topic: "orders", EventID: "o-2"},
-		{Topic: "orders", EventID: "o-1"}, // a copy within the batch
+		{Topic: "orders", EventID: "o-1", Payload: json.RawMessage(`{"total":42}`)}, // a copy within the batch
 	}
 	for range 2 {
 		res, err := agg.Publish(ctx, batch...)
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Printf("processed %d, duplicates %d, new %v\n", res.Processed, res.Duplicates, res.New)
+		fmt.Printf("processed %d, duplicates %d:", res.Processed, res.Duplicates)
+		for _, o := range res.Outcomes {
+			fmt.Print(" ", o.Status)
+		}
+		fmt.Println()
 	}
 	// Output:
-	// processed 2, duplicates 1, new [true true false]
-	// processed 0, duplicates 3, new [false false false]
+	// processed 2, duplicates 1: stored stored duplicate
+	// processed 0, duplicates 3: duplicate duplicate duplicate
+}
+
+// A copy of a stored key with another payload is a conflict: a producer
+// reused an id, or changed an event it resends. The first copy stays, and
+// the copy is counted among the duplicates and as a conflict; with
+// RejectConflicts the whole call is refused instead.
+func ExampleAggregator_Publish_conflict() {
+	agg, err := eventagg.New(eventagg.NewMemoryStore(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer agg.Close()
+	ctx := context.Background()
+	agg.Publish(ctx, eventagg.Event{Topic: "orders", EventID: "o-1", Payload: json.RawMessage(`{"total":42}`)})
+	res, err := agg.Publish(ctx, eventagg.Event{Topic: "orders", EventID: "o-1", Payload: json.RawMessage(`{"total":43}`)})
+	fmt.Println(res.Outcomes[0].Status, res.Duplicates, res.Conflicts, err)
+
+	strict, err := eventagg.New(eventagg.NewMemoryStore(), &eventagg.Options{RejectConflicts: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer strict.Close()
+	strict.Publish(ctx, eventagg.Event{Topic: "orders", EventID: "o-1", Payload: json.RawMessage(`{"total":42}`)})
+	_, err = strict.Publish(ctx,
+		eventagg.Event{Topic: "orders", EventID: "o-2"},
+		eventagg.Event{Topic: "orders", EventID: "o-1", Payload: json.RawMessage(`{"total":43}`)})
+	var ce *eventagg.ConflictError
+	fmt.Println(errors.As(err, &ce), ce.Index)
+	st, _ := strict.Stats(ctx)
+	fmt.Println(st.Received, st.UniqueProcessed)
+	// Output:
+	// conflict 1 1 <nil>
+	// true 1
+	// 1 1
 }
 
 // Events lists what was stored, in acceptance order; Query narrows it to one
@@ -119,8 +157,8 @@ func ExampleAggregator_Stats() {
 	fmt.Printf("views: %+v\n", st.Topics["views"])
 	// Output:
 	// received 6 = unique 4 + duplicates 2
-	// clicks: {Received:5 UniqueProcessed:3 DuplicateDropped:2}
-	// views: {Received:1 UniqueProcessed:1 DuplicateDropped:0}
+	// clicks: {Received:5 UniqueProcessed:3 DuplicateDropped:2 Conflicts:0}
+	// views: {Received:1 UniqueProcessed:1 DuplicateDropped:0 Conflicts:0}
 }
 
 // A rejected batch names the first invalid event and its field, and nothing
@@ -143,16 +181,4 @@ func ExampleValidationError() {
 	// Output:
 	// 1 event_id is required
 	// eventagg: event 1: event_id: is required
-}
-
-// FirstInBatch collapses a batch before any store is involved, for services
-// that deduplicate on their own.
-func ExampleFirstInBatch() {
-	batch := []eventagg.Event{
-		{Topic: "a", EventID: "1"},
-		{Topic: "b", EventID: "1"},
-		{Topic: "a", EventID: "1"},
-	}
-	fmt.Println(eventagg.FirstInBatch(batch))
-	// Output: [true true false]
 }

@@ -23,11 +23,11 @@ type switchStore struct {
 
 var errInjected = errors.New("injected store failure")
 
-func (s *switchStore) Append(ctx context.Context, events []Event) ([]bool, error) {
+func (s *switchStore) Append(ctx context.Context, events []Event, opts AppendOptions) ([]Outcome, error) {
 	if s.fail.Load() {
 		return nil, errInjected
 	}
-	return s.Store.Append(ctx, events)
+	return s.Store.Append(ctx, events, opts)
 }
 
 // rawConn opens a connection of its own to the SQLite file at path, as
@@ -189,7 +189,7 @@ func TestSQLiteMaxSizeBytes(t *testing.T) {
 	stored := 0
 	var err error
 	for i := 0; i < 1000 && err == nil; i++ {
-		_, err = s.Append(t.Context(), []Event{{Topic: "t", EventID: strconv.Itoa(i), Timestamp: time.Now(), Payload: payload}})
+		_, err = s.Append(t.Context(), []Event{{Topic: "t", EventID: strconv.Itoa(i), Timestamp: time.Now(), Payload: payload}}, AppendOptions{})
 		if err == nil {
 			stored++
 		}
@@ -214,7 +214,7 @@ func TestSQLiteMaxSizeBytes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("OpenSQLite with a cap of %d: %v", tt.cap, err)
 		}
-		_, err = s.Append(t.Context(), []Event{{Topic: "t", EventID: "more", Timestamp: time.Now(), Payload: payload}})
+		_, err = s.Append(t.Context(), []Event{{Topic: "t", EventID: "more", Timestamp: time.Now(), Payload: payload}}, AppendOptions{})
 		if gotErr := errors.Is(err, sqlite3.FULL); gotErr != tt.wantErr {
 			t.Errorf("with a cap of %d bytes Append = %v; want full: %v", tt.cap, err, tt.wantErr)
 		}

@@ -13,20 +13,20 @@ import (
 // It is safe for concurrent use. The zero value is not usable: call [NewMemoryStore].
 type MemoryStore struct {
 	mu     sync.RWMutex
-	events []Event // in acceptance order; events[i].Seq == i+1
-	keys   map[Key]struct{}
+	events []Event     // in acceptance order; events[i].Seq == i+1
+	keys   map[Key]int // index in events of each key's copy
 	topics map[string]Counts
 	closed bool
 }
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{keys: make(map[Key]struct{}), topics: make(map[string]Counts)}
+	return &MemoryStore{keys: make(map[Key]int), topics: make(map[string]Counts)}
 }
 
 // Append implements [Store.Append]. It copies each stored payload, so the
-// caller may reuse its buffers.
-func (m *MemoryStore) Append(ctx context.Context, events []Event) ([]bool, error) {
+// caller may reuse its buffers. Payloads are compared byte for byte.
+func (m *MemoryStore) Append(ctx context.Context, events []Event, opts AppendOptions) ([]Outcome, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -35,26 +35,46 @@ func (m *MemoryStore) Append(ctx context.Context, events []Event) ([]bool, error
 	if m.closed {
 		return nil, ErrClosed
 	}
-	isNew := make([]bool, len(events))
+	// First the outcomes, so that a rejected batch changes nothing.
+	outcomes := make([]Outcome, len(events))
+	first := make(map[Key]int) // index in events of the first copy of each new key
 	for i := range events {
 		k := events[i].Key()
-		if _, dup := m.keys[k]; dup {
+		var stored []byte
+		if j, ok := m.keys[k]; ok {
+			stored = m.events[j].Payload
+		} else if j, ok := first[k]; ok {
+			stored = events[j].Payload
+		} else {
+			first[k] = i
+			outcomes[i] = Outcome{Status: Stored, Seq: int64(len(m.events) + len(first))}
 			continue
 		}
-		m.keys[k] = struct{}{}
-		isNew[i] = true
+		outcomes[i].Status = Duplicate
+		if !bytes.Equal(stored, events[i].Payload) {
+			if opts.RejectConflicts {
+				return nil, &ConflictError{Index: i, Key: k}
+			}
+			outcomes[i].Status = Conflict
+		}
+	}
+	for i, o := range outcomes {
+		if o.Status != Stored {
+			continue
+		}
 		e := events[i]
 		e.Timestamp = e.Timestamp.UTC()
 		e.Payload = bytes.Clone(e.Payload)
-		e.Seq = int64(len(m.events) + 1)
+		e.Seq = o.Seq
+		m.keys[e.Key()] = len(m.events)
 		m.events = append(m.events, e)
 	}
-	for topic, c := range CountByTopic(events, isNew) {
+	for topic, c := range countByTopic(events, outcomes) {
 		t := m.topics[topic]
 		t.Add(c)
 		m.topics[topic] = t
 	}
-	return isNew, nil
+	return outcomes, nil
 }
 
 // memPage is how many events a listing copies under the lock at a time.
@@ -64,7 +84,7 @@ const memPage = 256
 // about [PageBytes] of payload), so a slow consumer neither holds the
 // store's lock nor copies of many payloads.
 func (m *MemoryStore) Events(ctx context.Context, q Query) iter.Seq2[Event, error] {
-	return Paginate(q, memPage, func(dst []Event, after int64, n int) ([]Event, error) {
+	return paginate(q, memPage, func(dst []Event, after int64, n int) ([]Event, error) {
 		if err := ctx.Err(); err != nil {
 			return dst, err
 		}
@@ -118,7 +138,7 @@ func (m *MemoryStore) QueryStats(ctx context.Context, q StatsQuery) (Stats, erro
 		return Stats{}, ErrClosed
 	}
 	st := statsFromTopics(m.topics)
-	st.Topics = SelectTopics(m.topics, q)
+	st.Topics = selectTopics(m.topics, q)
 	return st, nil
 }
 

@@ -133,7 +133,7 @@ func TestSQLiteCheckpointsWhileWriting(t *testing.T) {
 	s, path := openSQLiteForTest(t, opts)
 	const batches, perBatch, size = 200, 50, 400
 	for i := range batches {
-		if _, err := s.Append(t.Context(), batchOf("b"+strconv.Itoa(i), perBatch, size)); err != nil {
+		if _, err := s.Append(t.Context(), batchOf("b"+strconv.Itoa(i), perBatch, size), AppendOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,7 +164,7 @@ func TestSQLiteCheckpointsWhenIdle(t *testing.T) {
 	opts := &SQLiteOptions{ckptPages: 1 << 30, ckptIdle: 20 * time.Millisecond}
 	ckpts := watchCheckpoints(opts)
 	s, path := openSQLiteForTest(t, opts)
-	if _, err := s.Append(t.Context(), batchOf("first", 100, 400)); err != nil {
+	if _, err := s.Append(t.Context(), batchOf("first", 100, 400), AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	awaitCheckpoint(t, ckpts, "of the whole log after writes paused", complete)
@@ -172,7 +172,7 @@ func TestSQLiteCheckpointsWhenIdle(t *testing.T) {
 		t.Errorf("the database file alone holds %d events, want all 100", n)
 	}
 	walSize := sizeOf(t, path+"-wal")
-	if _, err := s.Append(t.Context(), batchOf("second", 100, 400)); err != nil {
+	if _, err := s.Append(t.Context(), batchOf("second", 100, 400), AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	awaitCheckpoint(t, ckpts, "of the whole log after writes paused", complete)
@@ -198,7 +198,7 @@ func TestSQLiteCheckpointFailureIsLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Append(t.Context(), batchOf("b", 500, 1000)); err != nil {
+	if _, err := s.Append(t.Context(), batchOf("b", 500, 1000), AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	free := tmpfs.Fill(t, dir)
@@ -252,20 +252,20 @@ func TestSQLiteNoticesVanishedFiles(t *testing.T) {
 				path := filepath.Join(t.TempDir(), "events.db")
 				s, err := OpenSQLite(path, &SQLiteOptions{Sync: sync})
 				must(t, err)
-				_, err = s.Append(t.Context(), batchOf("before", 50, 100))
+				_, err = s.Append(t.Context(), batchOf("before", 50, 100), AppendOptions{})
 				must(t, err)
 				must(t, s.Close()) // checkpoints: the database file holds the events
 				var logs logBuffer
 				s, err = OpenSQLite(path, &SQLiteOptions{Sync: sync, Logger: logs.logger()})
 				must(t, err)
 				defer s.Close()
-				if _, err := s.Append(t.Context(), batchOf("ok", 1, 10)); err != nil {
+				if _, err := s.Append(t.Context(), batchOf("ok", 1, 10), AppendOptions{}); err != nil {
 					t.Fatal(err)
 				}
 
 				tt.fault(t, path)
 				for i := range 2 {
-					if _, err := s.Append(t.Context(), batchOf("after"+strconv.Itoa(i), 5, 10)); !errors.Is(err, ErrDamaged) {
+					if _, err := s.Append(t.Context(), batchOf("after"+strconv.Itoa(i), 5, 10), AppendOptions{}); !errors.Is(err, ErrDamaged) {
 						t.Fatalf("Append %d after the fault = %v, want ErrDamaged", i, err)
 					}
 				}
@@ -300,7 +300,7 @@ func TestSQLiteNoticesVanishedFilesWhenIdle(t *testing.T) {
 	if err := s.Ping(t.Context()); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "deleted") {
 		t.Errorf("Ping after the database was deleted = %v, want ErrDamaged saying it was deleted", err)
 	}
-	if _, err := s.Append(t.Context(), batchOf("x", 1, 1)); !errors.Is(err, ErrDamaged) {
+	if _, err := s.Append(t.Context(), batchOf("x", 1, 1), AppendOptions{}); !errors.Is(err, ErrDamaged) {
 		t.Errorf("Append after Ping saw the damage = %v, want ErrDamaged", err)
 	}
 }
@@ -334,7 +334,7 @@ func storeWithEvents(t *testing.T, n int) string {
 	for i := range events {
 		events[i] = Event{Topic: "topic-" + strconv.Itoa(i%5), EventID: strconv.Itoa(i), Timestamp: time.Unix(1, 0)}
 	}
-	_, err = s.Append(t.Context(), events)
+	_, err = s.Append(t.Context(), events, AppendOptions{})
 	must(t, err)
 	must(t, s.Close())
 	return path
@@ -371,7 +371,7 @@ func TestSQLiteCorruptionIsSticky(t *testing.T) {
 		t.Fatalf("Stats on a garbled database = %v, want ErrDamaged wrapping sqlite3.CORRUPT", err)
 	}
 	for i := range 2 {
-		if _, err := s.Append(t.Context(), batchOf("new"+strconv.Itoa(i), 1, 1)); !errors.Is(err, ErrDamaged) {
+		if _, err := s.Append(t.Context(), batchOf("new"+strconv.Itoa(i), 1, 1), AppendOptions{}); !errors.Is(err, ErrDamaged) {
 			t.Errorf("Append %d after a read saw corruption = %v, want ErrDamaged", i, err)
 		}
 	}
@@ -392,7 +392,7 @@ func TestSQLiteFullDiskAtOpen(t *testing.T) {
 	path := filepath.Join(dir, "events.db")
 	s, err := OpenSQLite(path, nil)
 	must(t, err)
-	_, err = s.Append(t.Context(), batchOf("before", 200, 100))
+	_, err = s.Append(t.Context(), batchOf("before", 200, 100), AppendOptions{})
 	must(t, err)
 	must(t, s.Close())
 
@@ -423,7 +423,7 @@ func TestSQLiteFullDiskAtOpen(t *testing.T) {
 	}
 	must(t, s.Ping(t.Context()))
 	batch := batchOf("after", 100, 1000)
-	if _, err := s.Append(t.Context(), batch); !errors.Is(err, ErrFull) {
+	if _, err := s.Append(t.Context(), batch, AppendOptions{}); !errors.Is(err, ErrFull) {
 		t.Fatalf("Append on a full disk = %v, want ErrFull", err)
 	}
 	if other, err := OpenSQLite(path, &SQLiteOptions{BusyTimeout: 10 * time.Millisecond}); err == nil {
@@ -432,8 +432,8 @@ func TestSQLiteFullDiskAtOpen(t *testing.T) {
 	}
 
 	free()
-	if isNew, err := s.Append(t.Context(), batch); err != nil || !isNew[0] {
-		t.Fatalf("Append after space was freed = %v, %v; want it stored", isNew, err)
+	if outcomes, err := s.Append(t.Context(), batch, AppendOptions{}); err != nil || outcomes[0].Status != Stored {
+		t.Fatalf("Append after space was freed = %v, %v; want it stored", outcomes, err)
 	}
 	st, err = s.Stats(t.Context())
 	if err != nil || st.UniqueProcessed != 300 || st.Received != 300 {
@@ -458,7 +458,7 @@ func TestSQLiteFileChecksRaceCommits(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range 300 {
-			if _, err := s.Append(t.Context(), batchOf("b"+strconv.Itoa(i), 3, 10)); err != nil {
+			if _, err := s.Append(t.Context(), batchOf("b"+strconv.Itoa(i), 3, 10), AppendOptions{}); err != nil {
 				t.Errorf("Append %d: %v", i, err)
 				return
 			}

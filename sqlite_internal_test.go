@@ -1,12 +1,14 @@
 package eventagg
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -49,7 +51,7 @@ func TestSQLiteRecoversFromDriverPanic(t *testing.T) {
 	}
 	defer s.Close()
 	ok := []Event{{Topic: "t", EventID: "ok", Timestamp: time.Unix(1, 0)}}
-	if _, err := s.Append(t.Context(), ok); err != nil {
+	if _, err := s.Append(t.Context(), ok, AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Starve the writer's SQLite heap: the driver panics with "out of memory".
@@ -58,14 +60,14 @@ func TestSQLiteRecoversFromDriverPanic(t *testing.T) {
 	}
 	big := []Event{{Topic: "t", EventID: "big", Timestamp: time.Unix(1, 0),
 		Payload: json.RawMessage(`"` + strings.Repeat("x", 4<<20) + `"`)}}
-	if _, err := s.Append(t.Context(), big); err == nil || !strings.Contains(err.Error(), "out of memory") {
+	if _, err := s.Append(t.Context(), big, AppendOptions{}); err == nil || !strings.Contains(err.Error(), "out of memory") {
 		t.Fatalf("Append over the heap limit error = %v, want out of memory", err)
 	}
 	// A new writer takes over: the same batch now goes through, and nothing
 	// of the failed one was stored.
-	isNew, err := s.Append(t.Context(), append(big, ok...))
-	if err != nil || !isNew[0] || isNew[1] {
-		t.Fatalf("Append after the panic = %v, %v; want [true false]", isNew, err)
+	outcomes, err := s.Append(t.Context(), append(big, ok...), AppendOptions{})
+	if err != nil || outcomes[0].Status != Stored || outcomes[1].Status != Duplicate {
+		t.Fatalf("Append after the panic = %v, %v; want stored, duplicate", outcomes, err)
 	}
 	st, err := s.Stats(t.Context())
 	if err != nil || st.Received != 3 || st.UniqueProcessed != 2 {
@@ -100,16 +102,16 @@ func TestSQLiteAcknowledgesOnlyAfterFsync(t *testing.T) {
 	started, release := gatedSync(t, s)
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Append(t.Context(), event("first"))
+		_, err := s.Append(t.Context(), event("first"), AppendOptions{})
 		done <- err
 	}()
 	<-started // the first commit's fsync is under way, and held
 	// Meanwhile more commits go through: the writer does not wait for the fsync.
 	var durable []func() error
 	for i := range 3 {
-		isNew, d, err := s.appendNoWait(t.Context(), event("n"+strconv.Itoa(i)))
-		if err != nil || !isNew[0] {
-			t.Fatalf("appendNoWait while an fsync is held = %v, %v", isNew, err)
+		outcomes, d, err := s.AppendAsync(t.Context(), event("n"+strconv.Itoa(i)), AppendOptions{})
+		if err != nil || outcomes[0].Status != Stored {
+			t.Fatalf("AppendAsync while an fsync is held = %v, %v", outcomes, err)
 		}
 		durable = append(durable, d)
 	}
@@ -143,7 +145,7 @@ func TestSQLiteFsyncErrorIsSticky(t *testing.T) {
 	started, release := gatedSync(t, s)
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Append(t.Context(), event("1"))
+		_, err := s.Append(t.Context(), event("1"), AppendOptions{})
 		done <- err
 	}()
 	<-started
@@ -151,7 +153,7 @@ func TestSQLiteFsyncErrorIsSticky(t *testing.T) {
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "EIO") {
 		t.Fatalf("Append whose fsync failed = %v, want the fsync error", err)
 	}
-	if _, err := s.Append(t.Context(), event("2")); err == nil {
+	if _, err := s.Append(t.Context(), event("2"), AppendOptions{}); err == nil {
 		t.Error("Append after a failed fsync succeeded; want the sticky error")
 	}
 	if err := s.Ping(t.Context()); err == nil {
@@ -160,4 +162,72 @@ func TestSQLiteFsyncErrorIsSticky(t *testing.T) {
 	if err := s.Close(); err == nil || !strings.Contains(err.Error(), "EIO") {
 		t.Errorf("Close() = %v, want the fsync error", err)
 	}
+}
+
+// countingStore is a decorator, as a user would write one to add metrics:
+// it keeps the inner store's pipelining by embedding Pipeline(inner).
+type countingStore struct {
+	Pipeliner
+	appends atomic.Int64
+	calls   chan struct{} // receives at each AppendAsync
+}
+
+func (c *countingStore) AppendAsync(ctx context.Context, events []Event, opts AppendOptions) ([]Outcome, func() error, error) {
+	c.appends.Add(1)
+	c.calls <- struct{}{}
+	return c.Pipeliner.AppendAsync(ctx, events, opts)
+}
+
+// TestWrappingStoreKeepsPipelining holds the fsync of a first batch, under
+// an Aggregator on a decorated SQLiteStore: a second batch is committed
+// meanwhile (the overlapped fsync), and both are answered once durable.
+func TestWrappingStoreKeepsPipelining(t *testing.T) {
+	s, err := OpenSQLite(filepath.Join(t.TempDir(), "events.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	started, release := gatedSync(t, s)
+	store := &countingStore{Pipeliner: Pipeline(s), calls: make(chan struct{}, 2)}
+	agg, err := New(store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agg.Close()
+	first := make(chan error, 1)
+	go func() {
+		_, err := agg.Publish(t.Context(), event("first")...)
+		first <- err
+	}()
+	<-store.calls
+	<-started // the first batch's fsync is held
+	second := make(chan error, 1)
+	go func() {
+		_, err := agg.Publish(t.Context(), event("second")...)
+		second <- err
+	}()
+	// The writer commits the second batch while the first is not durable:
+	// its AppendAsync is called, and it waits for the next fsync.
+	select {
+	case <-store.calls:
+	case err := <-first:
+		t.Fatalf("the first Publish returned (%v) before its fsync", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second batch was not committed while the first one's fsync was held: the decorator lost the pipelining")
+	}
+	if n := store.appends.Load(); n != 2 {
+		t.Errorf("%d AppendAsync calls through the decorator, want 2", n)
+	}
+	release <- nil
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	release <- nil
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	s.syncer.mu.Lock()
+	s.syncer.fsync = fdatasync
+	s.syncer.mu.Unlock()
 }

@@ -55,8 +55,8 @@ func newWALSyncer(file *os.File, check func() error, f *fault) *walSyncer {
 	return w
 }
 
-// committed registers a commit that has returned, and returns its ticket.
-func (w *walSyncer) commit() uint64 {
+// register registers a commit that has returned, and returns its ticket.
+func (w *walSyncer) register() uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.committed++

@@ -91,7 +91,7 @@ func TestOpenSQLiteEmptyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := MustOpenSQLite(t, path, nil)
-	if _, err := s.Append(t.Context(), []eventagg.Event{event("t", "1")}); err != nil {
+	if _, err := s.Append(t.Context(), []eventagg.Event{event("t", "1")}, eventagg.AppendOptions{}); err != nil {
 		t.Fatalf("Append() error: %v", err)
 	}
 }
@@ -112,15 +112,15 @@ func TestSQLiteStoresShareOneFile(t *testing.T) {
 		wg.Go(func() {
 			for i := range rounds {
 				batch := []eventagg.Event{event("shared", strconv.Itoa(i)), event("t"+strconv.Itoa(i%3), strconv.Itoa(i))}
-				isNew, err := s.Append(context.Background(), batch)
+				outcomes, err := s.Append(context.Background(), batch, eventagg.AppendOptions{})
 				if err != nil {
 					t.Errorf("Append error: %v", err)
 					return
 				}
 				mu.Lock()
 				offered += len(batch)
-				for _, n := range isNew {
-					if n {
+				for _, o := range outcomes {
+					if o.Status == eventagg.Stored {
 						stored++
 					}
 				}

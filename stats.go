@@ -2,21 +2,23 @@ package eventagg
 
 import (
 	"context"
-
-	"slices"
 	"time"
+
+	"github.com/eventagg/eventagg/internal/storekit"
 )
 
-// Counts are the three counters kept for the whole store and for each topic.
+// Counts are the counters kept for the whole store and for each topic.
 //
 // At every moment, across restarts and crashes:
 //
 //	Received == UniqueProcessed + DuplicateDropped
 //	UniqueProcessed == number of events stored
+//	Conflicts <= DuplicateDropped
 type Counts struct {
 	Received         int64 `json:"received"`          // events offered in accepted batches
 	UniqueProcessed  int64 `json:"unique_processed"`  // events stored
-	DuplicateDropped int64 `json:"duplicate_dropped"` // events dropped because their key was already stored
+	DuplicateDropped int64 `json:"duplicate_dropped"` // events dropped because their key was already stored, conflicts included
+	Conflicts        int64 `json:"conflicts"`         // of those, the ones whose payload differed from the stored copy's
 }
 
 // Add adds o to c.
@@ -24,6 +26,21 @@ func (c *Counts) Add(o Counts) {
 	c.Received += o.Received
 	c.UniqueProcessed += o.UniqueProcessed
 	c.DuplicateDropped += o.DuplicateDropped
+	c.Conflicts += o.Conflicts
+}
+
+// Count counts one event whose outcome had status s.
+func (c *Counts) Count(s Status) {
+	c.Received++
+	switch s {
+	case Stored:
+		c.UniqueProcessed++
+	case Conflict:
+		c.Conflicts++
+		c.DuplicateDropped++
+	default:
+		c.DuplicateDropped++
+	}
 }
 
 // Stats is a snapshot of the counters.
@@ -50,8 +67,20 @@ func statsFromTopics(topics map[string]Counts) Stats {
 	return s
 }
 
-// StatsQuery selects the topics that [QueryStats] returns beside the totals,
-// in byte order of their names, a page at a time.
+// countByTopic returns, per topic, the counters that appending events with
+// outcomes moves: what stores add in the same transaction as the events.
+func countByTopic(events []Event, outcomes []Outcome) map[string]Counts {
+	topics := make(map[string]Counts, 1)
+	for i := range events {
+		c := topics[events[i].Topic]
+		c.Count(outcomes[i].Status)
+		topics[events[i].Topic] = c
+	}
+	return topics
+}
+
+// StatsQuery selects the topics that [Aggregator.QueryStats] returns beside
+// the totals, in byte order of their names, a page at a time.
 type StatsQuery struct {
 	// TopicsAfter, if not empty, skips the topics whose names sort at or
 	// before it: pass the last name of a page to get the next page.
@@ -62,7 +91,8 @@ type StatsQuery struct {
 }
 
 // StatsQuerier is implemented by stores that answer a [StatsQuery] without
-// holding every topic in memory. [QueryStats] uses it when present.
+// holding every topic in memory. [Aggregator.QueryStats] uses it when
+// present, and falls back to Store.Stats.
 type StatsQuerier interface {
 	// QueryStats returns the totals over every topic, TopicCount, and the
 	// counters of the topics q selects, all from one snapshot.
@@ -70,10 +100,8 @@ type StatsQuerier interface {
 	QueryStats(ctx context.Context, q StatsQuery) (Stats, error)
 }
 
-// QueryStats returns the totals of s, the number of its topics, and the
-// counters of the topics q selects. It uses [StatsQuerier] when s implements
-// it; otherwise it reads every topic with Store.Stats and keeps the page.
-func QueryStats(ctx context.Context, s Store, q StatsQuery) (Stats, error) {
+// queryStats answers q with s's StatsQuerier, or with Stats and selectTopics.
+func queryStats(ctx context.Context, s Store, q StatsQuery) (Stats, error) {
 	if sq, ok := s.(StatsQuerier); ok {
 		return sq.QueryStats(ctx, q)
 	}
@@ -81,45 +109,11 @@ func QueryStats(ctx context.Context, s Store, q StatsQuery) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	st.Topics = SelectTopics(st.Topics, q)
+	st.Topics = selectTopics(st.Topics, q)
 	return st, nil
 }
 
-// SelectTopics returns the counters of the topics q selects from all, the
-// counters of every topic. Stores that keep their topics in memory use it
-// to implement [StatsQuerier].
-func SelectTopics(all map[string]Counts, q StatsQuery) map[string]Counts {
-	page := make(map[string]Counts, min(max(q.TopicsLimit, 0), len(all)))
-	if q.TopicsLimit <= 0 {
-		return page
-	}
-	names := make([]string, 0, len(all))
-	for name := range all {
-		if name > q.TopicsAfter {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	for _, name := range names[:min(len(names), q.TopicsLimit)] {
-		page[name] = all[name]
-	}
-	return page
-}
-
-// CountByTopic returns, per topic, the counters that appending events with the
-// outcome isNew (as returned by [Store.Append]) moves. Stores use it to update
-// their counters in the same transaction as the events.
-func CountByTopic(events []Event, isNew []bool) map[string]Counts {
-	topics := make(map[string]Counts, 1)
-	for i := range events {
-		c := topics[events[i].Topic]
-		c.Received++
-		if isNew[i] {
-			c.UniqueProcessed++
-		} else {
-			c.DuplicateDropped++
-		}
-		topics[events[i].Topic] = c
-	}
-	return topics
+// selectTopics is [driver.SelectTopics].
+func selectTopics(all map[string]Counts, q StatsQuery) map[string]Counts {
+	return storekit.SelectNames(all, q.TopicsAfter, q.TopicsLimit)
 }

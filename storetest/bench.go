@@ -36,7 +36,7 @@ func Bench(b *testing.B, open func(tb testing.TB) eventagg.Store) {
 				var events int
 				for b.Loop() {
 					batch := gen.Batch(size, DuplicateRatio)
-					if _, err := s.Append(ctx, batch); err != nil {
+					if _, err := s.Append(ctx, batch, eventagg.AppendOptions{}); err != nil {
 						b.Fatalf("Append: %v", err)
 					}
 					events += len(batch)

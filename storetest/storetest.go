@@ -74,6 +74,12 @@ func Run(t *testing.T, h Harness) {
 		{"ListingCancelled", testListingCancelled},
 		{"ConcurrentOverlap", testConcurrentOverlap},
 		{"CountersInvariant", testCountersInvariant},
+		{"ConflictWithinCall", testConflictWithinCall},
+		{"ConflictAcrossCalls", testConflictAcrossCalls},
+		{"IdenticalCopyIsNotConflict", testIdenticalCopyIsNotConflict},
+		{"ConflictCounters", testConflictCounters},
+		{"RejectConflicts", testRejectConflicts},
+		{"StoredOutcomesCarrySeq", testStoredOutcomesCarrySeq},
 		{"QueryStatsPages", testQueryStatsPages},
 		{"SurvivesReopen", testSurvivesReopen},
 	}
@@ -128,16 +134,16 @@ func open(t *testing.T, h Harness) eventagg.Store {
 	return s
 }
 
-func appendOK(t *testing.T, s eventagg.Store, events []eventagg.Event) []bool {
+func appendOK(t *testing.T, s eventagg.Store, events []eventagg.Event) []eventagg.Outcome {
 	t.Helper()
-	isNew, err := s.Append(t.Context(), events)
+	outcomes, err := s.Append(t.Context(), events, eventagg.AppendOptions{})
 	if err != nil {
 		t.Fatalf("Append(%d events) error: %v", len(events), err)
 	}
-	if len(isNew) != len(events) {
-		t.Fatalf("Append(%d events) returned %d results", len(events), len(isNew))
+	if len(outcomes) != len(events) {
+		t.Fatalf("Append(%d events) returned %d outcomes", len(events), len(outcomes))
 	}
-	return isNew
+	return outcomes
 }
 
 func list(t *testing.T, s eventagg.Store, q eventagg.Query) []eventagg.Event {
@@ -175,10 +181,34 @@ func diffEvents(t *testing.T, what string, want, got []eventagg.Event) {
 	}
 }
 
-func diffNew(t *testing.T, what string, want, got []bool) {
+// diffOutcomes compares the statuses of got with want, a letter per event:
+// S stored, D duplicate, C conflict. A stored event must have a Seq above
+// the last one, others none.
+func diffOutcomes(t *testing.T, what, want string, got []eventagg.Outcome) {
 	t.Helper()
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("%s new/duplicate mismatch (-want +got):\n%s", what, diff)
+	var b strings.Builder
+	var last int64
+	for i, o := range got {
+		switch o.Status {
+		case eventagg.Stored:
+			b.WriteByte('S')
+			if o.Seq <= last {
+				t.Errorf("%s: outcome %d is stored with Seq %d, after %d", what, i, o.Seq, last)
+			}
+			last = o.Seq
+		case eventagg.Duplicate:
+			b.WriteByte('D')
+		case eventagg.Conflict:
+			b.WriteByte('C')
+		default:
+			b.WriteByte('?')
+		}
+		if o.Status != eventagg.Stored && o.Seq != 0 {
+			t.Errorf("%s: outcome %d is %v with Seq %d, want 0", what, i, o.Status, o.Seq)
+		}
+	}
+	if b.String() != want {
+		t.Errorf("%s outcomes = %s, want %s (S stored, D duplicate, C conflict)", what, b.String(), want)
 	}
 }
 
@@ -200,7 +230,7 @@ func counts(received, unique, dups int64) eventagg.Counts {
 func testNewEvents(t *testing.T, h Harness) {
 	s := open(t, h)
 	in := evs("orders", "1", "2", "3")
-	diffNew(t, "Append", []bool{true, true, true}, appendOK(t, s, in))
+	diffOutcomes(t, "Append", "SSS", appendOK(t, s, in))
 	diffEvents(t, "Events", in, list(t, s, eventagg.Query{}))
 	diffStats(t, map[string]eventagg.Counts{"orders": counts(3, 3, 0)}, stats(t, s))
 }
@@ -220,15 +250,15 @@ func testEmptyStats(t *testing.T, h Harness) {
 func testDuplicateAcrossCalls(t *testing.T, h Harness) {
 	s := open(t, h)
 	appendOK(t, s, evs("orders", "1", "2"))
-	diffNew(t, "second Append", []bool{false, true, false}, appendOK(t, s, evs("orders", "2", "3", "1")))
-	diffNew(t, "resend", []bool{false, false, false}, appendOK(t, s, evs("orders", "1", "2", "3")))
+	diffOutcomes(t, "second Append", "DSD", appendOK(t, s, evs("orders", "2", "3", "1")))
+	diffOutcomes(t, "resend", "DDD", appendOK(t, s, evs("orders", "1", "2", "3")))
 	diffEvents(t, "Events", evs("orders", "1", "2", "3"), list(t, s, eventagg.Query{}))
 	diffStats(t, map[string]eventagg.Counts{"orders": counts(8, 3, 5)}, stats(t, s))
 }
 
 func testDuplicateWithinCall(t *testing.T, h Harness) {
 	s := open(t, h)
-	diffNew(t, "Append", []bool{true, true, false, false, true},
+	diffOutcomes(t, "Append", "SSDDS",
 		appendOK(t, s, evs("orders", "1", "2", "1", "1", "3")))
 	diffEvents(t, "Events", evs("orders", "1", "2", "3"), list(t, s, eventagg.Query{}))
 	diffStats(t, map[string]eventagg.Counts{"orders": counts(5, 3, 2)}, stats(t, s))
@@ -241,15 +271,15 @@ func testFirstCopyWins(t *testing.T, h Harness) {
 	later.Payload = json.RawMessage(`{"changed":true}`)
 	later.Source = "other"
 	later.Timestamp = base.Add(time.Hour)
-	diffNew(t, "Append", []bool{true, false}, appendOK(t, s, []eventagg.Event{first, later}))
-	diffNew(t, "resend", []bool{false}, appendOK(t, s, []eventagg.Event{later}))
+	diffOutcomes(t, "Append", "SC", appendOK(t, s, []eventagg.Event{first, later}))
+	diffOutcomes(t, "resend", "C", appendOK(t, s, []eventagg.Event{later}))
 	diffEvents(t, "Events", []eventagg.Event{first}, list(t, s, eventagg.Query{}))
 }
 
 func testSameIDOtherTopic(t *testing.T, h Harness) {
 	s := open(t, h)
 	in := []eventagg.Event{ev("orders", "1"), ev("payments", "1"), ev("orders", "1")}
-	diffNew(t, "Append", []bool{true, true, false}, appendOK(t, s, in))
+	diffOutcomes(t, "Append", "SSD", appendOK(t, s, in))
 	diffEvents(t, "Events", in[:2], list(t, s, eventagg.Query{}))
 	diffStats(t, map[string]eventagg.Counts{
 		"orders":   counts(2, 1, 1),
@@ -264,11 +294,7 @@ func testKeysAreByteExact(t *testing.T, h Harness) {
 	ids := []string{"a", "A", "a ", "\u00e9", "e\u0301", "'; DROP TABLE events; --", `"quoted"`, "100%_"}
 	in := evs("t", ids...)
 	in = append(in, ev("T", "a"), ev("t ", "a"))
-	want := make([]bool, len(in))
-	for i := range want {
-		want[i] = true
-	}
-	diffNew(t, "Append", want, appendOK(t, s, in))
+	diffOutcomes(t, "Append", strings.Repeat("S", len(in)), appendOK(t, s, in))
 	diffEvents(t, "Events", in, list(t, s, eventagg.Query{}))
 	diffEvents(t, "Events(topic=t)", in[:len(ids)], list(t, s, eventagg.Query{Topic: "t"}))
 }
@@ -304,9 +330,9 @@ func testRoundTrip(t *testing.T, h Harness) {
 
 func testEmptyAppend(t *testing.T, h Harness) {
 	s := open(t, h)
-	isNew, err := s.Append(t.Context(), nil)
-	if err != nil || len(isNew) != 0 {
-		t.Errorf("Append(nil) = %v, %v; want no results and no error", isNew, err)
+	outcomes, err := s.Append(t.Context(), nil, eventagg.AppendOptions{})
+	if err != nil || len(outcomes) != 0 {
+		t.Errorf("Append(nil) = %v, %v; want no outcomes and no error", outcomes, err)
 	}
 	diffStats(t, nil, stats(t, s))
 }
@@ -316,14 +342,14 @@ func testAtomicOnCancelledContext(t *testing.T, h Harness) {
 	appendOK(t, s, evs("orders", "1"))
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	isNew, err := s.Append(ctx, evs("orders", "1", "2", "3"))
+	outcomes, err := s.Append(ctx, evs("orders", "1", "2", "3"), eventagg.AppendOptions{})
 	if !errors.Is(err, context.Canceled) {
-		t.Errorf("Append(cancelled ctx) = %v, %v; want context.Canceled", isNew, err)
+		t.Errorf("Append(cancelled ctx) = %v, %v; want context.Canceled", outcomes, err)
 	}
 	diffEvents(t, "Events", evs("orders", "1"), list(t, s, eventagg.Query{}))
 	diffStats(t, map[string]eventagg.Counts{"orders": counts(1, 1, 0)}, stats(t, s))
 	// The store still works after a cancelled append.
-	diffNew(t, "Append after cancel", []bool{false, true}, appendOK(t, s, evs("orders", "1", "2")))
+	diffOutcomes(t, "Append after cancel", "DS", appendOK(t, s, evs("orders", "1", "2")))
 }
 
 func testAtomicOnClosedStore(t *testing.T, h Harness) {
@@ -332,8 +358,8 @@ func testAtomicOnClosedStore(t *testing.T, h Harness) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close() error: %v", err)
 	}
-	if isNew, err := s.Append(t.Context(), evs("orders", "2")); !errors.Is(err, eventagg.ErrClosed) {
-		t.Errorf("Append after Close = %v, %v; want ErrClosed", isNew, err)
+	if outcomes, err := s.Append(t.Context(), evs("orders", "2"), eventagg.AppendOptions{}); !errors.Is(err, eventagg.ErrClosed) {
+		t.Errorf("Append after Close = %v, %v; want ErrClosed", outcomes, err)
 	}
 	if _, err := s.Stats(t.Context()); !errors.Is(err, eventagg.ErrClosed) {
 		t.Errorf("Stats after Close error = %v, want ErrClosed", err)
@@ -371,9 +397,9 @@ func testListingOrder(t *testing.T, h Harness) {
 		{ev("a", "2"), ev("b", "3"), ev("c", "0")},
 		{ev("a", "0")},
 	} {
-		isNew := appendOK(t, s, batch)
+		outcomes := appendOK(t, s, batch)
 		for i, e := range batch {
-			if isNew[i] {
+			if outcomes[i].Status == eventagg.Stored {
 				want = append(want, e)
 			}
 		}
@@ -485,16 +511,24 @@ func testListingOfLargePayloads(t *testing.T, h Harness) {
 	check(eventagg.Query{After: fourth.Seq}, in[4:])
 }
 
-// testQueryStatsPages reads the counters a page of topics at a time with
-// eventagg.QueryStats and checks the pages against Stats.
+// testQueryStatsPages reads the counters a page of topics at a time, for a
+// store that implements eventagg.StatsQuerier, and checks the pages against
+// Stats.
 func testQueryStatsPages(t *testing.T, h Harness) {
-	s := open(t, h)
+	store := open(t, h)
+	s, ok := store.(interface {
+		eventagg.Store
+		eventagg.StatsQuerier
+	})
+	if !ok {
+		t.Skip("the store does not implement eventagg.StatsQuerier")
+	}
 	for i := range 25 {
 		topic := fmt.Sprintf("topic-%02d", i)
 		appendOK(t, s, append(numbered(topic, 0, 1+i%3), ev(topic, "0")))
 	}
 	all := stats(t, s)
-	totals, err := eventagg.QueryStats(t.Context(), s, eventagg.StatsQuery{})
+	totals, err := s.QueryStats(t.Context(), eventagg.StatsQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +539,7 @@ func testQueryStatsPages(t *testing.T, h Harness) {
 	paged := map[string]eventagg.Counts{}
 	after := ""
 	for pages := 0; ; pages++ {
-		st, err := eventagg.QueryStats(t.Context(), s, eventagg.StatsQuery{TopicsAfter: after, TopicsLimit: 7})
+		st, err := s.QueryStats(t.Context(), eventagg.StatsQuery{TopicsAfter: after, TopicsLimit: 7})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -537,7 +571,7 @@ func testQueryStatsPages(t *testing.T, h Harness) {
 		t.Errorf("the pages of QueryStats differ from Stats (-Stats +pages):\n%s", diff)
 	}
 	s.Close()
-	if _, err := eventagg.QueryStats(t.Context(), s, eventagg.StatsQuery{TopicsLimit: 1}); !errors.Is(err, eventagg.ErrClosed) {
+	if _, err := s.QueryStats(t.Context(), eventagg.StatsQuery{TopicsLimit: 1}); !errors.Is(err, eventagg.ErrClosed) {
 		t.Errorf("QueryStats after Close error = %v, want ErrClosed", err)
 	}
 }
@@ -562,7 +596,7 @@ func testEarlyBreak(t *testing.T, h Harness) {
 			t.Fatalf("listing stopped after %d events, want %d", n, i+1)
 		}
 	}
-	diffNew(t, "Append after breaks", []bool{true}, appendOK(t, s, evs("t", "5000")))
+	diffOutcomes(t, "Append after breaks", "S", appendOK(t, s, evs("t", "5000")))
 	if got := stats(t, s).UniqueProcessed; got != 1201 {
 		t.Errorf("UniqueProcessed = %d, want 1201", got)
 	}
@@ -625,7 +659,7 @@ func testConcurrentOverlap(t *testing.T, h Harness) {
 				for i := range batch {
 					batch[i] = ev([]string{"x", "y"}[rng.IntN(2)], strconv.Itoa(rng.IntN(keys)))
 				}
-				isNew, err := s.Append(context.Background(), batch)
+				outcomes, err := s.Append(context.Background(), batch, eventagg.AppendOptions{})
 				if err != nil {
 					errs <- err
 					return
@@ -633,7 +667,7 @@ func testConcurrentOverlap(t *testing.T, h Harness) {
 				mu.Lock()
 				offered += len(batch)
 				for i, e := range batch {
-					if isNew[i] {
+					if outcomes[i].Status == eventagg.Stored {
 						stored[e.Key()]++
 					}
 				}
@@ -696,6 +730,9 @@ func checkInvariant(t *testing.T, s eventagg.Store) {
 		if c.Received != c.UniqueProcessed+c.DuplicateDropped {
 			t.Errorf("topic %q: received %d != unique %d + duplicates %d", topic, c.Received, c.UniqueProcessed, c.DuplicateDropped)
 		}
+		if c.Conflicts < 0 || c.Conflicts > c.DuplicateDropped {
+			t.Errorf("topic %q: conflicts %d, with %d duplicates", topic, c.Conflicts, c.DuplicateDropped)
+		}
 		if c.UniqueProcessed != perTopic[topic] {
 			t.Errorf("topic %q: unique_processed %d, but %d events stored", topic, c.UniqueProcessed, perTopic[topic])
 		}
@@ -729,8 +766,115 @@ func testSurvivesReopen(t *testing.T, h Harness) {
 		t.Errorf("Stats after reopen mismatch (-before +after):\n%s", diff)
 	}
 	// Deduplication spans the restart, and sequence numbers keep growing.
-	diffNew(t, "Append after reopen", []bool{false, true, false}, appendOK(t, s, evs("a", "2", "3", "1")))
+	diffOutcomes(t, "Append after reopen", "DSD", appendOK(t, s, evs("a", "2", "3", "1")))
 	last := list(t, s, eventagg.Query{After: before[len(before)-1].Seq})
 	diffEvents(t, "Events after the last Seq before reopen", evs("a", "3"), last)
 	checkInvariant(t, s)
+}
+
+// withPayload returns e with payload p (none if p is empty).
+func withPayload(e eventagg.Event, p string) eventagg.Event {
+	e.Payload = nil
+	if p != "" {
+		e.Payload = json.RawMessage(p)
+	}
+	return e
+}
+
+func testConflictWithinCall(t *testing.T, h Harness) {
+	s := open(t, h)
+	a := ev("orders", "1")
+	in := []eventagg.Event{a, withPayload(a, `{"id":"other"}`), a, withPayload(a, ""), ev("orders", "2")}
+	diffOutcomes(t, "Append", "SCDCS", appendOK(t, s, in))
+	diffEvents(t, "Events", []eventagg.Event{a, in[4]}, list(t, s, eventagg.Query{}))
+}
+
+func testConflictAcrossCalls(t *testing.T, h Harness) {
+	s := open(t, h)
+	a, b := ev("orders", "1"), withPayload(ev("orders", "2"), "")
+	appendOK(t, s, []eventagg.Event{a, b})
+	diffOutcomes(t, "resend with other payloads", "CC", appendOK(t, s, []eventagg.Event{
+		withPayload(a, `{"id":"1" }`), // one more space is another payload
+		withPayload(b, `null`),        // a payload where there was none
+	}))
+	diffOutcomes(t, "resend as stored", "DD", appendOK(t, s, []eventagg.Event{a, b}))
+	// The first copies stay as they were.
+	diffEvents(t, "Events", []eventagg.Event{a, b}, list(t, s, eventagg.Query{}))
+}
+
+func testIdenticalCopyIsNotConflict(t *testing.T, h Harness) {
+	s := open(t, h)
+	a := ev("t", "1")
+	other := a
+	other.Source = "another-source"       // only the payload is compared
+	other.Timestamp = base.Add(time.Hour) // (a resend is often stamped anew)
+	none := withPayload(ev("t", "2"), "")
+	big := withPayload(ev("t", "3"), `"`+strings.Repeat("b", 100<<10)+`"`)
+	appendOK(t, s, []eventagg.Event{a, none, big})
+	diffOutcomes(t, "resend", "DDD", appendOK(t, s, []eventagg.Event{other, none, big}))
+	bigger := withPayload(big, `"`+strings.Repeat("b", 100<<10)+`b"`)
+	diffOutcomes(t, "resend of a large payload with one more byte", "C", appendOK(t, s, []eventagg.Event{bigger}))
+}
+
+func testConflictCounters(t *testing.T, h Harness) {
+	s := open(t, h)
+	a, b := ev("a", "1"), ev("b", "1")
+	appendOK(t, s, []eventagg.Event{a, b, withPayload(a, `1`)})
+	appendOK(t, s, []eventagg.Event{a, withPayload(b, `2`), withPayload(b, `3`), ev("b", "2")})
+	diffStats(t, map[string]eventagg.Counts{
+		"a": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1},
+		"b": {Received: 4, UniqueProcessed: 2, DuplicateDropped: 2, Conflicts: 2},
+	}, stats(t, s))
+	checkInvariant(t, s)
+}
+
+func testRejectConflicts(t *testing.T, h Harness) {
+	s := open(t, h)
+	a := ev("orders", "1")
+	appendOK(t, s, []eventagg.Event{a})
+	reject := eventagg.AppendOptions{RejectConflicts: true}
+	for _, tt := range []struct {
+		name  string
+		batch []eventagg.Event
+		index int
+	}{
+		{"AcrossCalls", []eventagg.Event{ev("orders", "2"), a, withPayload(a, `{}`), ev("new", "1")}, 2},
+		{"WithinCall", []eventagg.Event{ev("orders", "3"), withPayload(ev("orders", "3"), `[]`)}, 1},
+	} {
+		outcomes, err := s.Append(t.Context(), tt.batch, reject)
+		var ce *eventagg.ConflictError
+		if !errors.As(err, &ce) || !errors.Is(err, eventagg.ErrConflict) || ce.Index != tt.index || ce.Key != tt.batch[tt.index].Key() {
+			t.Errorf("%s: Append = %v, %v; want a *ConflictError for event %d (%v)", tt.name, outcomes, err, tt.index, tt.batch[tt.index].Key())
+		}
+	}
+	// Nothing of the refused batches was stored or counted.
+	diffEvents(t, "Events", []eventagg.Event{a}, list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{"orders": counts(1, 1, 0)}, stats(t, s))
+	// Without a conflict, a batch goes through as usual, duplicates and all.
+	outcomes, err := s.Append(t.Context(), []eventagg.Event{a, ev("orders", "2")}, reject)
+	if err != nil {
+		t.Fatalf("Append without a conflict, rejecting conflicts: %v", err)
+	}
+	diffOutcomes(t, "Append without a conflict", "DS", outcomes)
+}
+
+func testStoredOutcomesCarrySeq(t *testing.T, h Harness) {
+	s := open(t, h)
+	seqs := map[eventagg.Key]int64{}
+	for _, batch := range [][]eventagg.Event{evs("t", "1", "2", "1"), evs("t", "3", "2"), evs("u", "1")} {
+		for i, o := range appendOK(t, s, batch) {
+			if o.Status == eventagg.Stored {
+				seqs[batch[i].Key()] = o.Seq
+			}
+		}
+	}
+	listed := list(t, s, eventagg.Query{})
+	if len(listed) != len(seqs) {
+		t.Fatalf("%d events listed, %d reported stored", len(listed), len(seqs))
+	}
+	for _, e := range listed {
+		if seqs[e.Key()] != e.Seq {
+			t.Errorf("event %v is listed with Seq %d, but Append reported %d", e.Key(), e.Seq, seqs[e.Key()])
+		}
+	}
 }

@@ -1,0 +1,98 @@
+package eventagg
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Schema identification, kept in the database header.
+const (
+	sqliteApplicationID = 0x45564147 // "EVAG"
+	sqliteSchemaVersion = 2
+)
+
+// sqliteMigrations[v] moves a database from schema version v to v+1.
+// Versions are recorded in PRAGMA user_version; add new steps at the end.
+var sqliteMigrations = []string{
+	0: `
+CREATE TABLE topics (
+	id                INTEGER PRIMARY KEY,
+	name              TEXT NOT NULL UNIQUE,
+	received          INTEGER NOT NULL DEFAULT 0,
+	unique_processed  INTEGER NOT NULL DEFAULT 0,
+	duplicate_dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE events (
+	seq      INTEGER PRIMARY KEY,
+	topic_id INTEGER NOT NULL REFERENCES topics (id),
+	event_id TEXT NOT NULL,
+	ts       INTEGER NOT NULL,
+	source   TEXT NOT NULL DEFAULT '',
+	payload  BLOB,
+	UNIQUE (topic_id, event_id)
+);
+CREATE INDEX events_topic_seq ON events (topic_id, seq);
+`,
+	// Conflicts: a duplicate whose payload differs from the stored copy's.
+	// phash is the payload's digest (storekit.PayloadHash); events stored
+	// before version 2 have none, and are compared by their payload.
+	1: `
+ALTER TABLE topics ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN phash BLOB;
+`,
+}
+
+// migrate creates or upgrades the schema in one transaction.
+func (s *SQLiteStore) migrate() (err error) {
+	tx, err := s.w.BeginImmediate()
+	if err != nil {
+		return err
+	}
+	if err = s.migrateTx(); err == nil {
+		return tx.Commit()
+	}
+	return errors.Join(err, tx.Rollback())
+}
+
+func (s *SQLiteStore) migrateTx() error {
+	appID, err := pragmaInt(s.w, "application_id")
+	if err != nil {
+		return err
+	}
+	version, err := pragmaInt(s.w, "user_version")
+	if err != nil {
+		return err
+	}
+	switch {
+	case appID == 0 && version == 0:
+		var objects int64
+		stmt, _, err := s.w.Prepare(`SELECT count(*) FROM sqlite_schema`)
+		if err != nil {
+			return err
+		}
+		if stmt.Step() {
+			objects = stmt.ColumnInt64(0)
+		}
+		if err := errors.Join(stmt.Err(), stmt.Close()); err != nil {
+			return err
+		}
+		if objects > 0 {
+			return errors.New("not an eventagg database (it holds other tables)")
+		}
+	case appID != sqliteApplicationID:
+		return fmt.Errorf("not an eventagg database (application_id %#x)", appID)
+	case version > sqliteSchemaVersion:
+		return fmt.Errorf("database schema version %d is newer than this eventagg supports (%d): upgrade eventagg",
+			version, sqliteSchemaVersion)
+	}
+	for v := version; v < sqliteSchemaVersion; v++ {
+		if err := s.w.Exec(sqliteMigrations[v]); err != nil {
+			return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
+		}
+	}
+	if version < sqliteSchemaVersion {
+		return s.w.Exec(fmt.Sprintf(`PRAGMA application_id=%d; PRAGMA user_version=%d`,
+			sqliteApplicationID, sqliteSchemaVersion))
+	}
+	return nil
+}

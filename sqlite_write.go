@@ -1,0 +1,255 @@
+package eventagg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ncruces/go-sqlite3"
+)
+
+// Append implements [Store.Append] in one IMMEDIATE transaction.
+// With SyncFull, it returns after the commit reached the disk.
+//
+// If the fsync that makes the commit durable fails, or the files turn out to
+// have been deleted, replaced or truncated under the store, Append returns
+// an error matching [ErrDamaged] although the transaction is committed:
+// whether it survives is unknown. Every later Append fails too, and the
+// store must be reopened. A full disk gives an error matching [ErrFull].
+func (s *SQLiteStore) Append(ctx context.Context, events []Event, opts AppendOptions) ([]Outcome, error) {
+	outcomes, wait, err := s.AppendAsync(ctx, events, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := wait(); err != nil {
+		return nil, err
+	}
+	return outcomes, nil
+}
+
+// Busy implements [Pipeliner]: under SyncFull, while a commit waits for an
+// fsync of the log that has not started (the one under way began before
+// it), a further commit would wait for that same fsync; Busy returns a
+// channel closed when it starts. Nil otherwise.
+func (s *SQLiteStore) Busy() <-chan struct{} {
+	if s.syncer == nil {
+		return nil
+	}
+	return s.syncer.syncing()
+}
+
+// AppendAsync implements [Pipeliner]: it commits events and returns without
+// waiting for the commit to be durable; wait waits for that (under SyncFull,
+// for an fsync of the log that began after the commit, see walSyncer), so
+// that the Aggregator commits the next batch while this one is fsynced.
+func (s *SQLiteStore) AppendAsync(ctx context.Context, events []Event, opts AppendOptions) (outcomes []Outcome, wait func() error, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed() {
+		return nil, nil, ErrClosed
+	}
+	if err := s.fault.get(); err != nil {
+		return nil, nil, err
+	}
+	if err := s.writerReady(); err != nil {
+		return nil, nil, err
+	}
+	defer s.recoverWriter(&err)
+	if s.walFrames.Load() >= int64(ckptHardFactor*s.opts.ckptPages) {
+		// RESTART waits for readers, so that the next commit writes the WAL
+		// from its start; ckptMu waits for the checkpointer's pass, which
+		// would make it fail with BUSY. A failure is not the caller's: the
+		// next Append tries again, and the checkpointer's count and log show it.
+		s.ckptMu.Lock()
+		_, _, err := s.w.WALCheckpoint("main", sqlite3.CHECKPOINT_RESTART)
+		s.ckptMu.Unlock()
+		s.ckptStats.note(s, s.classify(err))
+		if err == nil {
+			s.walFrames.Store(0)
+		}
+	}
+	s.w.SetInterrupt(ctx)
+	defer s.w.SetInterrupt(context.Background())
+
+	if err := s.begin.Exec(); err != nil {
+		return nil, nil, err
+	}
+	var created map[string]int64 // topics inserted by this transaction
+	outcomes, created, err = s.appendTx(events, opts)
+	if err == nil {
+		err = s.commit.Exec()
+	}
+	if err != nil {
+		s.w.SetInterrupt(context.Background()) // roll back even if ctx ended
+		if !s.w.GetAutocommit() {
+			if rerr := s.rollback.Exec(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+			}
+		}
+		if ctx.Err() != nil && errors.Is(err, sqlite3.INTERRUPT) {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return nil, nil, s.classify(err)
+	}
+	if len(s.topicIDs)+len(created) > maxTopicIDs {
+		clear(s.topicIDs) // a cache: bounded however many topics clients make
+	}
+	for name, id := range created {
+		s.topicIDs[name] = id
+	}
+	s.commits.Add(1)
+	if s.walFrames.Load() >= int64(s.opts.ckptPages) {
+		select {
+		case s.ckpt <- struct{}{}:
+		default: // already asked
+		}
+	}
+	if s.syncer == nil {
+		// Without the syncer's check after its fsync, check here that the
+		// commit went to the files at the path.
+		if err := s.checkFiles(); err != nil {
+			return nil, nil, err
+		}
+		return outcomes, durable, nil
+	}
+	ticket := s.syncer.register()
+	return outcomes, func() error { return s.syncer.wait(ticket) }, nil
+}
+
+// writerReady makes sure s.w is usable: it opens a new writer if a panic
+// discarded the last one, and ends a transaction a failed rollback left
+// open. s.mu must be held.
+func (s *SQLiteStore) writerReady() error {
+	if s.w == nil {
+		if err := s.openWriter(); err != nil {
+			closeConn(s.w)
+			s.w, s.wreader = nil, nil
+			return s.classify(err)
+		}
+	}
+	if !s.w.GetAutocommit() {
+		if err := s.w.Exec(`ROLLBACK`); err != nil {
+			return s.classify(err)
+		}
+	}
+	return nil
+}
+
+// recoverWriter, deferred while s.w is in use, turns a panic of the driver
+// (SQLite ran out of memory) into *err and discards the writer, whose
+// transaction was abandoned, rather than trust its state. s.mu must be held.
+func (s *SQLiteStore) recoverWriter(err *error) {
+	if p := recover(); p != nil {
+		*err = fmt.Errorf("sqlite: %v", p)
+		closeConnQuietly(s.w)
+		s.w, s.wreader = nil, nil
+	}
+}
+
+// appendTx does the work of Append inside its transaction.
+func (s *SQLiteStore) appendTx(events []Event, opts AppendOptions) (outcomes []Outcome, created map[string]int64, err error) {
+	outcomes = make([]Outcome, len(events))
+	ids := make(map[string]int64, 1) // topic ids of this batch
+	for i := range events {
+		e := &events[i]
+		id, ok := ids[e.Topic]
+		if !ok {
+			if id, err = s.topicID(e.Topic, &created); err != nil {
+				return nil, nil, err
+			}
+			ids[e.Topic] = id
+		}
+		ins := s.insEvent
+		if err := errors.Join(
+			ins.BindInt64(1, id),
+			ins.BindText(2, e.EventID),
+			ins.BindInt64(3, e.Timestamp.UnixNano()),
+			ins.BindText(4, e.Source),
+			bindPayload(ins, 5, e.Payload),
+			ins.BindBlob(6, payloadHash(e.Payload)),
+		); err != nil {
+			return nil, nil, err
+		}
+		s.w.SetLastInsertRowID(0) // no row has rowid 0: only an insert sets another
+		if err := ins.Exec(); err != nil {
+			return nil, nil, err
+		}
+		// The insert happened (a rowid), or the upsert found the key stored
+		// with another payload and rewrote the row as it was (a conflict),
+		// or did nothing (a duplicate).
+		switch seq := s.w.LastInsertRowID(); {
+		case seq != 0:
+			outcomes[i] = Outcome{Status: Stored, Seq: seq}
+		case s.w.Changes() == 0:
+			outcomes[i].Status = Duplicate
+		case opts.RejectConflicts:
+			return nil, nil, &ConflictError{Index: i, Key: e.Key()}
+		default:
+			outcomes[i].Status = Conflict
+		}
+	}
+	for topic, c := range countByTopic(events, outcomes) {
+		upd := s.addCount
+		if err := errors.Join(
+			upd.BindInt64(1, ids[topic]),
+			upd.BindInt64(2, c.Received),
+			upd.BindInt64(3, c.UniqueProcessed),
+			upd.BindInt64(4, c.DuplicateDropped),
+			upd.BindInt64(5, c.Conflicts),
+		); err != nil {
+			return nil, nil, err
+		}
+		if err := upd.Exec(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return outcomes, created, nil
+}
+
+// topicID returns the id of a topic, inserting its row if needed and
+// recording the insert in *created. A row found was committed before: its
+// id goes into the cache at once.
+func (s *SQLiteStore) topicID(name string, created *map[string]int64) (int64, error) {
+	if id, ok := s.topicIDs[name]; ok {
+		return id, nil
+	}
+	if err := s.getTopic.BindText(1, name); err != nil {
+		return 0, err
+	}
+	var id int64
+	if s.getTopic.Step() {
+		id = s.getTopic.ColumnInt64(0)
+	}
+	if err := finish(s.getTopic); err != nil {
+		return 0, err
+	}
+	if id != 0 {
+		if len(s.topicIDs) >= maxTopicIDs {
+			clear(s.topicIDs)
+		}
+		s.topicIDs[name] = id
+		return id, nil
+	}
+	if err := s.addTopic.BindText(1, name); err != nil {
+		return 0, err
+	}
+	if err := s.addTopic.Exec(); err != nil {
+		return 0, err
+	}
+	id = s.w.LastInsertRowID()
+	if *created == nil {
+		*created = make(map[string]int64)
+	}
+	(*created)[name] = id
+	return id, nil
+}
+
+func bindPayload(stmt *sqlite3.Stmt, param int, p []byte) error {
+	if len(p) == 0 {
+		return stmt.BindNull(param)
+	}
+	return stmt.BindBlob(param, p)
+}
