@@ -67,8 +67,8 @@ func TestBearerToken(t *testing.T) {
 			if tt.status == 401 {
 				var body httpapi.ErrorResponse
 				resp.decode(t, &body)
-				if body.Error == "" || strings.Contains(string(resp.body), token) {
-					t.Errorf("401 body %s: want a JSON error that does not echo the token", resp.body)
+				if body.Error == "" || body.Code != httpapi.CodeUnauthorized || strings.Contains(string(resp.body), token) {
+					t.Errorf("401 body %s: want a JSON error, code unauthorized, that does not echo the token", resp.body)
 				}
 			}
 			stored := int64(0)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/driver"
 )
 
 // ClientOptions configures [NewClient]. The zero value is the default.
@@ -36,7 +37,9 @@ type ClientOptions struct {
 // Client talks to an eventagg server. It is the at-least-once producer:
 // Publish retries network errors, 429 and 5xx answers with exponential
 // backoff and jitter, honouring Retry-After, and resending is safe because
-// the server deduplicates. A Client is safe for concurrent use.
+// the server deduplicates. It is an [eventagg.Publisher], so that code can
+// publish to a server or to an [*eventagg.Aggregator] in process alike.
+// A Client is safe for concurrent use.
 type Client struct {
 	base *url.URL
 	http *http.Client
@@ -72,43 +75,23 @@ func NewClient(baseURL string, opts *ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-// APIError is an error answer from the server.
-type APIError struct {
-	StatusCode int    // HTTP status
-	Message    string // the "error" of the body
-	Index      *int   // the offending event's position, for an invalid event
-	Field      string // the offending field, when known
-	// RetryAfter is the wait the server asked for in a Retry-After header, or 0.
-	RetryAfter time.Duration
-}
-
-// Error implements the error interface.
-func (e *APIError) Error() string {
-	msg := fmt.Sprintf("eventagg server: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
-	if e.Index != nil {
-		msg += fmt.Sprintf(" (event %d", *e.Index)
-		if e.Field != "" {
-			msg += ", field " + e.Field
-		}
-		msg += ")"
-	}
-	return msg
-}
-
-// Temporary reports whether a retry may succeed: 429 and 5xx answers.
-func (e *APIError) Temporary() bool {
-	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
-}
-
-// Publish sends events in one request and returns the server's counts.
-// Payloads are sent byte for byte; an invalid one is refused by the server.
+// Publish sends events in one request and returns what the server did with
+// them, as [eventagg.Aggregator.Publish] would in process: a *Client is an
+// [eventagg.Publisher]. Payloads are sent byte for byte; an invalid one is
+// refused by the server.
 //
-// After a retry, the counts describe the last attempt only: events that an
-// earlier attempt stored (whose answer was lost) count as duplicates.
+// The Result's Outcomes say, per event, Stored, Duplicate or Conflict (the
+// request asks with ?duplicates=true); their Seq is 0, since the server
+// does not send it. After a retry, the Result describes the last attempt
+// only: an event that an earlier attempt stored (whose answer was lost) is
+// a Duplicate.
+//
 // A 4xx answer other than 429 is returned at once as an [*APIError]; so is
-// the last temporary failure when MaxAttempts is reached.
-func (c *Client) Publish(ctx context.Context, events ...eventagg.Event) (PublishResponse, error) {
-	var resp PublishResponse
+// the last temporary failure when MaxAttempts is reached. The error matches
+// what Aggregator.Publish would have returned (see [APIError.Unwrap]):
+// errors.Is(err, eventagg.ErrQueueFull), errors.As(err, &conflict) with a
+// *eventagg.ConflictError naming the event and its key, and so on.
+func (c *Client) Publish(ctx context.Context, events ...eventagg.Event) (eventagg.Result, error) {
 	body := append(make([]byte, 0, 128*len(events)), '[')
 	for i := range events {
 		if i > 0 {
@@ -117,14 +100,51 @@ func (c *Client) Publish(ctx context.Context, events ...eventagg.Event) (Publish
 		body = appendEvent(body, &events[i]) // payloads go byte for byte
 	}
 	body = append(body, ']')
-	data, err := c.do(ctx, http.MethodPost, "/publish", nil, body)
+	data, err := c.do(ctx, http.MethodPost, "/publish", url.Values{"duplicates": {"true"}}, body)
 	if err != nil {
-		return resp, err
+		var apiErr *APIError
+		if errors.As(err, &apiErr) && apiErr.Index != nil && *apiErr.Index >= 0 && *apiErr.Index < len(events) {
+			apiErr.key = events[*apiErr.Index].Key()
+		}
+		return eventagg.Result{}, err
 	}
+	var resp PublishResponse
 	if err := json.Unmarshal(data, &resp); err != nil {
-		return resp, fmt.Errorf("httpapi: decoding publish answer: %w", err)
+		return eventagg.Result{}, fmt.Errorf("httpapi: decoding publish answer: %w", err)
 	}
-	return resp, nil
+	return resp.result(len(events))
+}
+
+// result returns the Result that resp, the answer to a publish of n events
+// asked with ?duplicates=true, describes, or an error if it describes no
+// batch of n events.
+func (resp *PublishResponse) result(n int) (eventagg.Result, error) {
+	res := eventagg.Result{Processed: resp.Processed, Duplicates: resp.Duplicates, Conflicts: resp.Conflicts,
+		Outcomes: make([]eventagg.Outcome, n)}
+	bad := func(why string) (eventagg.Result, error) {
+		return eventagg.Result{}, fmt.Errorf("httpapi: the publish answer does not describe the %d events sent: %s", n, why)
+	}
+	if resp.Processed < 0 || resp.Processed+resp.Duplicates != n || len(resp.DuplicateIndexes) != resp.Duplicates ||
+		len(resp.ConflictIndexes) != resp.Conflicts {
+		return bad(fmt.Sprintf("%d processed, %d duplicates with %d indexes, %d conflicts with %d indexes",
+			resp.Processed, resp.Duplicates, len(resp.DuplicateIndexes), resp.Conflicts, len(resp.ConflictIndexes)))
+	}
+	for i := range res.Outcomes {
+		res.Outcomes[i].Status = eventagg.Stored
+	}
+	for _, i := range resp.DuplicateIndexes {
+		if i < 0 || i >= n || res.Outcomes[i].Status != eventagg.Stored {
+			return bad(fmt.Sprintf("duplicate index %d is out of range or repeated", i))
+		}
+		res.Outcomes[i].Status = eventagg.Duplicate
+	}
+	for _, i := range resp.ConflictIndexes {
+		if i < 0 || i >= n || res.Outcomes[i].Status != eventagg.Duplicate {
+			return bad(fmt.Sprintf("conflict index %d is not a duplicate index, or repeated", i))
+		}
+		res.Outcomes[i].Status = eventagg.Conflict
+	}
+	return res, nil
 }
 
 // Stats returns the server's counters.
@@ -154,7 +174,7 @@ const clientPage = 1000
 // pages of up to 1000 events. q.Limit, if positive, bounds the total.
 // The sequence may be run more than once.
 func (c *Client) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error] {
-	return eventagg.Paginate(q, clientPage, func(dst []eventagg.Event, after int64, n int) ([]eventagg.Event, error) {
+	return driver.Paginate(q, clientPage, func(dst []eventagg.Event, after int64, n int) ([]eventagg.Event, error) {
 		v := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(n)}}
 		if q.Topic != "" {
 			v.Set("topic", q.Topic)
@@ -255,7 +275,7 @@ func (c *Client) try(ctx context.Context, method, path string, query url.Values,
 	apiErr := &APIError{StatusCode: resp.StatusCode}
 	var e ErrorResponse
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		apiErr.Message, apiErr.Index, apiErr.Field = e.Error, e.Index, e.Field
+		apiErr.Code, apiErr.Message, apiErr.Index, apiErr.Field = e.Code, e.Error, e.Index, e.Field
 	} else {
 		apiErr.Message = strings.TrimSpace(string(data[:min(len(data), 200)]))
 	}

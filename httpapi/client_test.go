@@ -2,9 +2,12 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -180,7 +183,8 @@ func TestClientResendIsDeduplicated(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(httpapi.PublishResponse{Duplicates: 2}, res); diff != "" {
+		want := eventagg.Result{Duplicates: 2, Outcomes: []eventagg.Outcome{{Status: eventagg.Duplicate}, {Status: eventagg.Duplicate}}}
+		if diff := cmp.Diff(want, res); diff != "" {
 			t.Errorf("retried Publish mismatch (-want +got):\n%s", diff)
 		}
 		if st := s.stats(t); st.UniqueProcessed != 2 || st.Received != 4 {
@@ -244,5 +248,161 @@ func TestClientKeepsPathPrefix(t *testing.T) {
 	}
 	if res, err := c.Publish(t.Context(), ev(strconv.Itoa(1))); err != nil || res.Processed != 1 {
 		t.Errorf("Publish() through a prefix = %+v, %v", res, err)
+	}
+}
+
+// A Client publishes as an Aggregator does.
+var _ eventagg.Publisher = (*httpapi.Client)(nil)
+
+// libraryErrors are the errors of package eventagg that answers map to.
+var libraryErrors = map[string]error{
+	"ErrInvalidEvent": eventagg.ErrInvalidEvent,
+	"ErrConflict":     eventagg.ErrConflict,
+	"ErrQueueFull":    eventagg.ErrQueueFull,
+	"ErrClosed":       eventagg.ErrClosed,
+	"ErrStore":        eventagg.ErrStore,
+	"ErrFull":         eventagg.ErrFull,
+	"ErrDamaged":      eventagg.ErrDamaged,
+}
+
+// TestClientErrorsMatchTheLibrary answers a publish with each kind of error:
+// the Client's error matches exactly the library's errors it stands for,
+// by its code or, without one, by its status.
+func TestClientErrorsMatchTheLibrary(t *testing.T) {
+	tests := []struct {
+		name     string
+		status   int
+		body     string
+		is       []string // the libraryErrors that errors.Is matches; no other
+		valErr   *eventagg.ValidationError
+		conflict *eventagg.ConflictError
+	}{
+		{"InvalidEvent", 400, `{"error":"eventagg: event 1: event_id: is required","code":"invalid_event","index":1,"field":"event_id"}`,
+			[]string{"ErrInvalidEvent"}, &eventagg.ValidationError{Index: 1, Field: "event_id", Reason: "is required"}, nil},
+		{"InvalidEventFromTheDecoder", 400, `{"error":"event 0: field \"topic\" must be a string, not a JSON number","code":"invalid_event","index":0,"field":"topic"}`,
+			[]string{"ErrInvalidEvent"}, &eventagg.ValidationError{Index: 0, Field: "topic", Reason: `field "topic" must be a string, not a JSON number`}, nil},
+		{"InvalidEventWithoutCode", 400, `{"error":"eventagg: event 1: topic: is required","index":1,"field":"topic"}`,
+			[]string{"ErrInvalidEvent"}, &eventagg.ValidationError{Index: 1, Field: "topic", Reason: "is required"}, nil},
+		{"InvalidEventWithUnknownCode", 400, `{"error":"eventagg: event 1: topic: is required","code":"from_the_future","index":1,"field":"topic"}`,
+			[]string{"ErrInvalidEvent"}, &eventagg.ValidationError{Index: 1, Field: "topic", Reason: "is required"}, nil},
+		{"Malformed", 400, `{"error":"malformed JSON at byte 40: unexpected end","code":"bad_request","index":1}`, nil, nil, nil},
+		{"MalformedWithoutCode", 400, `{"error":"malformed JSON at byte 40: unexpected end","index":1}`, nil, nil, nil},
+		{"Conflict", 409, `{"error":"eventagg: event 1: payload: differs","code":"conflict","index":1,"field":"payload"}`,
+			[]string{"ErrConflict"}, nil, &eventagg.ConflictError{Index: 1, Key: eventagg.Key{Topic: "t", EventID: "2"}}},
+		{"ConflictWithoutCode", 409, `{"error":"differs","index":0,"field":"payload"}`,
+			[]string{"ErrConflict"}, nil, &eventagg.ConflictError{Index: 0, Key: eventagg.Key{Topic: "t", EventID: "1"}}},
+		{"QueueFull", 503, `{"error":"server busy","code":"queue_full"}`, []string{"ErrQueueFull"}, nil, nil},
+		{"ShuttingDown", 503, `{"error":"server shutting down","code":"shutting_down"}`, []string{"ErrClosed"}, nil, nil},
+		{"StoreUnavailable", 503, `{"error":"store unavailable","code":"store_unavailable"}`, []string{"ErrStore"}, nil, nil},
+		{"StoreFull", 503, `{"error":"no space left","code":"store_full"}`, []string{"ErrStore", "ErrFull"}, nil, nil},
+		{"StoreDamaged", 503, `{"error":"damaged","code":"store_damaged"}`, []string{"ErrStore", "ErrDamaged"}, nil, nil},
+		{"ServiceUnavailableWithoutCode", 503, `{"error":"busy"}`, nil, nil, nil},
+		{"TooManyListings", 503, `{"error":"too many listings","code":"too_many_listings"}`, nil, nil, nil},
+		{"Proxy", 502, `<html>bad gateway</html>`, nil, nil, nil},
+		{"Unauthorized", 401, `{"error":"this endpoint needs a bearer token","code":"unauthorized"}`, nil, nil, nil},
+		{"TooLarge", 413, `{"error":"batch is over the limit of 3 events","code":"too_large"}`, nil, nil, nil},
+		{"Internal", 500, `{"error":"internal error","code":"internal"}`, nil, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tr := &inProcess{fail: func(int) (*http.Response, error) { return answer(tt.status, tt.body), nil }}
+			c := newClient(t, tr, &httpapi.ClientOptions{MaxAttempts: 1})
+			_, err := c.Publish(t.Context(), ev("1"), ev("2"))
+			var apiErr *httpapi.APIError
+			if !errors.As(err, &apiErr) || apiErr.StatusCode != tt.status {
+				t.Fatalf("Publish() error = %v, want an *APIError with status %d", err, tt.status)
+			}
+			for name, target := range libraryErrors {
+				if want := slices.Contains(tt.is, name); errors.Is(err, target) != want {
+					t.Errorf("errors.Is(%v, eventagg.%s) = %v, want %v", err, name, !want, want)
+				}
+			}
+			var valErr *eventagg.ValidationError
+			if errors.As(err, &valErr) != (tt.valErr != nil) {
+				t.Errorf("errors.As(%v, *ValidationError) = %v, want %v", err, valErr != nil, tt.valErr != nil)
+			} else if diff := cmp.Diff(tt.valErr, valErr); diff != "" {
+				t.Errorf("ValidationError mismatch (-want +got):\n%s", diff)
+			}
+			var conflict *eventagg.ConflictError
+			if errors.As(err, &conflict) != (tt.conflict != nil) {
+				t.Errorf("errors.As(%v, *ConflictError) = %v, want %v", err, conflict != nil, tt.conflict != nil)
+			} else if diff := cmp.Diff(tt.conflict, conflict); diff != "" {
+				t.Errorf("ConflictError mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestClientPublishIsAggregatorPublish publishes the same batches to an
+// Aggregator in process and, through a Client, to one behind a Handler:
+// the Results are the same but for Seq, which the server does not send,
+// and so are the errors, conflicts included, dropped or rejected.
+func TestClientPublishIsAggregatorPublish(t *testing.T) {
+	p := func(topic, id, payload string) eventagg.Event {
+		e := eventagg.Event{Topic: topic, EventID: id, Source: "test"}
+		if payload != "" {
+			e.Payload = json.RawMessage(payload)
+		}
+		return e
+	}
+	batches := [][]eventagg.Event{
+		{p("a", "1", `{"v":1}`), p("a", "2", `{"v":1}`), p("a", "1", `{"v":1}`), p("b", "1", "")},
+		{p("a", "1", `{"v":1}`), p("a", "2", `{"v":2}`), p("c", "1", `[1]`), p("c", "1", `[ 1 ]`)}, // conflicts, across and within
+		{p("b", "1", ""), p("b", "1", `null`)},                                                     // no payload and null differ
+		{},
+		{p("d", "1", `{"v":1}`), {Topic: "d"}},                 // invalid: no event_id
+		{p("d", "2", `{"v":1}`), p("d", "3", `{"k":1,"k":2}`)}, // invalid: not I-JSON
+		{p("d", "4", `{"v":1}`), p("d", "5", `"`+strings.Repeat("x", 300)+`"`), {Topic: "d", EventID: "   "}}, // invalid: blank id
+	}
+	for _, reject := range []bool{false, true} {
+		t.Run(fmt.Sprintf("RejectConflicts=%v", reject), func(t *testing.T) {
+			t.Parallel()
+			opts := &eventagg.Options{RejectConflicts: reject}
+			local, err := eventagg.New(eventagg.NewMemoryStore(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { local.Close() })
+			s := newServer(t, nil, opts, nil)
+			remote := newClient(t, &inProcess{h: s.h}, &httpapi.ClientOptions{MaxAttempts: 1})
+			for i, batch := range batches {
+				want, wantErr := local.Publish(t.Context(), batch...)
+				got, gotErr := remote.Publish(t.Context(), batch...)
+				for j := range want.Outcomes {
+					want.Outcomes[j].Seq = 0
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("batch %d: Result mismatch (-aggregator +client):\n%s", i, diff)
+				}
+				if (wantErr == nil) != (gotErr == nil) {
+					t.Fatalf("batch %d: the Aggregator returned %v, the Client %v", i, wantErr, gotErr)
+				}
+				for name, target := range libraryErrors {
+					if errors.Is(wantErr, target) != errors.Is(gotErr, target) {
+						t.Errorf("batch %d: errors.Is(_, %s): %v for the Aggregator's %v, %v for the Client's %v",
+							i, name, errors.Is(wantErr, target), wantErr, errors.Is(gotErr, target), gotErr)
+					}
+				}
+				var wantVal, gotVal *eventagg.ValidationError
+				if errors.As(wantErr, &wantVal) && (!errors.As(gotErr, &gotVal) || *wantVal != *gotVal) {
+					t.Errorf("batch %d: the Aggregator's %#v, the Client's %#v", i, wantVal, gotVal)
+				}
+				var wantConflict, gotConflict *eventagg.ConflictError
+				if errors.As(wantErr, &wantConflict) && (!errors.As(gotErr, &gotConflict) || *wantConflict != *gotConflict) {
+					t.Errorf("batch %d: the Aggregator's %#v, the Client's %#v", i, wantConflict, gotConflict)
+				}
+			}
+			want, err := local.Stats(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want.Topics, s.stats(t).Topics); diff != "" {
+				t.Errorf("counters mismatch (-aggregator +server):\n%s", diff)
+			}
+			if !reject && want.Conflicts != 3 {
+				t.Errorf("Stats().Conflicts = %d, want the 3 conflicts published", want.Conflicts)
+			}
+		})
 	}
 }

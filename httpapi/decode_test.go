@@ -155,7 +155,7 @@ func FuzzDecodeEvents(f *testing.F) {
 		}
 		defer store.Close()
 		defer agg.Close()
-		h := NewHandler(agg, &Options{MaxBatch: maxBatch})
+		h := NewHandler(agg, &Options{MaxEventsPerRequest: maxBatch})
 		req := httptest.NewRequest("POST", "/publish", bytes.NewReader(body))
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

@@ -1,21 +1,30 @@
 // Package httpapi serves an [eventagg.Aggregator] over HTTP and provides a
 // Go client for it.
 //
-// [NewHandler] returns an [http.Handler] to mount in any mux:
+// [NewHandler] returns an [http.Handler] to mount in any mux; it serves a
+// [Backend], the methods of the Aggregator that it uses:
 //
 //	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", httpapi.NewHandler(agg, nil)))
 //
 // # Endpoints
 //
 //   - POST /publish: the body is one event object, a JSON array of events, or
-//     {"events":[...]}. 200 answers {"processed_count":N,"duplicate_dropped":M};
-//     with ?duplicates=true it adds "duplicate_indexes", the positions of the
-//     dropped events. 400 for malformed JSON or an invalid event, with
-//     {"error":...,"index":i,"field":...} naming the first bad event; 413 for a
-//     body over [Options].MaxBodyBytes or more than [Options].MaxBatch events;
-//     503 with Retry-After when the queue is full, the server is shutting
-//     down or the store fails (full, damaged, locked). Nothing of a rejected
-//     request is stored or counted. Unknown fields in an event are ignored.
+//     {"events":[...]}. 200 answers
+//     {"processed_count":N,"duplicate_dropped":M,"conflicts":C}: C counts the
+//     dropped events whose payload differed from the stored copy's (see
+//     [eventagg.Conflict]), a part of M. With ?duplicates=true it adds
+//     "duplicate_indexes", the positions of every dropped event, conflicts
+//     included, and "conflict_indexes", those of the conflicts: both always
+//     there, possibly empty. 400 for malformed JSON or an invalid event, with
+//     {"error":...,"code":...,"index":i,"field":...} naming the first bad
+//     event; 409 when the Aggregator rejects conflicts
+//     ([eventagg.Options].RejectConflicts) and the batch holds one, with
+//     {"error":...,"code":"conflict","index":i,"field":"payload"}; 413 for a
+//     body over [Options].MaxBodyBytes or more than
+//     [Options].MaxEventsPerRequest events; 503 with Retry-After when the
+//     queue is full, the server is shutting down or the store fails (full,
+//     damaged, locked). Nothing of a rejected request is stored or counted.
+//     Unknown fields in an event are ignored.
 //   - GET /events?topic=&after=&limit=: a JSON array of stored events in
 //     acceptance order, each with its "seq". Without limit the whole listing
 //     is streamed in bounded memory. With limit (1 to [Options].MaxPage), a
@@ -27,16 +36,19 @@
 //     (503 with Retry-After above), and a listing whose client reads
 //     nothing for [Options].WriteTimeout is cut.
 //   - GET /stats?topics_after=&topics_limit=: {"received","unique_processed",
-//     "duplicate_dropped","topic_count","topics":{...},"started_at","uptime_seconds"}:
+//     "duplicate_dropped","conflicts","topic_count","topics":{...},"started_at",
+//     "uptime_seconds"}, each topic with the same four counters:
 //     the totals over every topic, the number of topics, and a page of
 //     topics in byte order of their names: [DefaultStatsTopics] of them, or
 //     topics_limit (1 to [Options].MaxPage), after the name topics_after.
 //     When more topics follow, a Link header points to the next page. The
 //     answer's size is bounded however many topics exist.
 //   - GET /health: 200 {"status":"healthy"} after a store ping; 503
-//     {"status":"unhealthy","error":...} when the store fails, is damaged
-//     (see [eventagg.ErrDamaged]) or the server is shutting down.
-//   - GET /metrics: Prometheus text format: event counters from the store,
+//     {"status":"unhealthy","error":...,"code":...} when the store fails, is
+//     damaged (see [eventagg.ErrDamaged]) or the server is shutting down.
+//   - GET /metrics: Prometheus text format: event counters from the store
+//     (eventagg_events_received_total, _unique_total, _duplicate_total,
+//     _conflict_total; left out when the store cannot be read),
 //     rejected publish requests, requests by handler and code, a publish
 //     latency histogram, the queue depth, the number of topics, and the
 //     store's own metrics ([eventagg.MetricsReporter]: for SQLite, the size
@@ -46,9 +58,16 @@
 // escape, a ';'), a parameter an endpoint does not take, or one given twice
 // gets 400, rather than being read as no filter. Unknown paths get 404 and
 // wrong methods 405 with an Allow header; their messages name the path as
-// the client sent it, mount prefix included. Every error body is JSON with
-// an "error" string; internal errors are logged and shown only as "internal
-// error".
+// the client sent it, mount prefix included.
+//
+// # Errors
+//
+// Every error body is an [ErrorResponse]: JSON with an "error" message for
+// people and a "code" for programs ([CodeInvalidEvent], [CodeConflict],
+// [CodeQueueFull], ...: one per cause, each with its status). A failing
+// store is the same 503 on every endpoint, publish or read, with code
+// store_unavailable, store_full or store_damaged. Internal errors are logged
+// and shown only as "internal error".
 //
 // # Publish bodies
 //
@@ -82,4 +101,11 @@
 // [Client] publishes with retries: network errors, 429 and 5xx answers are
 // retried with exponential backoff and jitter, honouring Retry-After. Resending
 // is safe because the server deduplicates by (topic, event_id).
+//
+// A *Client is an [eventagg.Publisher], as an [*eventagg.Aggregator] is:
+// [Client.Publish] returns the same [eventagg.Result], with an outcome per
+// event (their Seq is 0: the server does not send it), and errors that match
+// the library's ([APIError.Unwrap]): errors.Is(err, eventagg.ErrQueueFull),
+// errors.As(err, &validationErr) with the index and field, and so on. Code
+// written against a Publisher runs in process or against a server alike.
 package httpapi

@@ -19,11 +19,11 @@ type switchStore struct {
 
 var errDiskGone = errors.New("disk I/O error on /var/lib/secret")
 
-func (s *switchStore) Append(ctx context.Context, events []eventagg.Event) ([]bool, error) {
+func (s *switchStore) Append(ctx context.Context, events []eventagg.Event, opts eventagg.AppendOptions) ([]eventagg.Outcome, error) {
 	if s.fail.Load() {
 		return nil, errDiskGone
 	}
-	return s.Store.Append(ctx, events)
+	return s.Store.Append(ctx, events, opts)
 }
 
 func TestStoreFaultAnswers503ThenRecovers(t *testing.T) {
@@ -50,7 +50,7 @@ func TestStoreFaultAnswers503ThenRecovers(t *testing.T) {
 	}
 	store.fail.Store(false)
 	resp := s.do(t, "POST", "/publish", batch)
-	if resp.status != 200 || strings.TrimSpace(string(resp.body)) != `{"processed_count":2,"duplicate_dropped":0}` {
+	if resp.status != 200 || strings.TrimSpace(string(resp.body)) != `{"processed_count":2,"duplicate_dropped":0,"conflicts":0}` {
 		t.Errorf("the resent batch after the fault cleared = %d %s; want both stored", resp.status, resp.body)
 	}
 	if st := s.stats(t); st.Received != 2 || st.UniqueProcessed != 2 {

@@ -22,12 +22,12 @@ import (
 
 // Defaults of [Options].
 const (
-	DefaultMaxBodyBytes = 16 << 20         // 16 MiB
-	DefaultMaxBatch     = 10000            // events per request
-	DefaultMaxPage      = 10000            // events per GET /events page with a limit, topics per GET /stats page
-	DefaultStatsTopics  = 1000             // topics on a GET /stats page without topics_limit
-	DefaultMaxListings  = 32               // GET /events answers under way at once
-	DefaultWriteTimeout = 30 * time.Second // wait for a client to take more of an answer
+	DefaultMaxBodyBytes        = 16 << 20         // 16 MiB
+	DefaultMaxEventsPerRequest = 10000            // events per publish request
+	DefaultMaxPage             = 10000            // events per GET /events page with a limit, topics per GET /stats page
+	DefaultStatsTopics         = 1000             // topics on a GET /stats page without topics_limit
+	DefaultMaxListings         = 32               // GET /events answers under way at once
+	DefaultWriteTimeout        = 30 * time.Second // wait for a client to take more of an answer
 )
 
 // Options configures [NewHandler]. The zero value is the default.
@@ -35,9 +35,11 @@ type Options struct {
 	// MaxBodyBytes bounds a publish request body; larger bodies get 413.
 	// Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// MaxBatch bounds the events of one publish request; more get 413.
-	// Default DefaultMaxBatch.
-	MaxBatch int
+	// MaxEventsPerRequest bounds the events of one publish request; more
+	// get 413. Default DefaultMaxEventsPerRequest. (How many events the
+	// Aggregator merges into one commit is another setting:
+	// [eventagg.Options].MaxEventsPerCommit.)
+	MaxEventsPerRequest int
 	// MaxPage bounds the limit parameter of GET /events and the
 	// topics_limit parameter of GET /stats. Default DefaultMaxPage.
 	MaxPage int
@@ -66,7 +68,36 @@ type Options struct {
 	TokenReads bool
 }
 
-// Handler serves the eventagg HTTP API for an [eventagg.Aggregator]:
+// Backend is what a [Handler] serves: the methods of [*eventagg.Aggregator]
+// that it calls, and with their error contracts. A Backend other than an
+// Aggregator (one that wraps an Aggregator to add metrics, say) answers as
+// the Aggregator would.
+type Backend interface {
+	// Publish stores a batch: see [eventagg.Aggregator.Publish], whose errors
+	// ([*eventagg.ValidationError], [*eventagg.ConflictError],
+	// [eventagg.ErrQueueFull], [eventagg.ErrClosed], [eventagg.ErrStore])
+	// become the 400, 409 and 503 answers of POST /publish.
+	eventagg.Publisher
+	// Events lists stored events, as [eventagg.Aggregator.Events]: an error
+	// of the store matches [eventagg.ErrStore] (503); one after Close,
+	// [eventagg.ErrClosed] (503).
+	Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error]
+	// QueryStats returns the totals and a page of topics, as
+	// [eventagg.Aggregator.QueryStats], with the errors of Events.
+	QueryStats(ctx context.Context, q eventagg.StatsQuery) (eventagg.Stats, error)
+	// Ping returns nil if the backend can serve requests, [eventagg.ErrClosed]
+	// once it is shutting down, or why the store cannot.
+	Ping(ctx context.Context) error
+	// QueueLen returns how many Publish calls wait for the writer.
+	QueueLen() int
+	// StartedAt returns when the backend started, for uptime.
+	StartedAt() time.Time
+	// StoreMetrics returns the store's own metrics, or nil.
+	StoreMetrics() []eventagg.StoreMetric
+}
+
+// Handler serves the eventagg HTTP API for a [Backend], such as an
+// [*eventagg.Aggregator]:
 //
 //	POST /publish   one event, a JSON array of events, or {"events":[...]}
 //	GET  /events    ?topic=&after=&limit=  stored events in acceptance order
@@ -74,11 +105,12 @@ type Options struct {
 //	GET  /health    {"status":"healthy"} or 503
 //	GET  /metrics   Prometheus text format
 //
-// Every error answer is JSON with an "error" string. A Handler is safe for
+// Every error answer is an [ErrorResponse]: JSON with an "error" message and
+// a machine-readable "code" (the Code constants). A Handler is safe for
 // concurrent use and can be mounted in any mux, under any prefix with
 // [http.StripPrefix].
 type Handler struct {
-	agg      *eventagg.Aggregator
+	agg      Backend
 	opts     Options
 	log      *slog.Logger
 	mux      *http.ServeMux
@@ -87,8 +119,9 @@ type Handler struct {
 	listings chan struct{}     // one per GET /events answer under way
 }
 
-// NewHandler returns a Handler serving agg. opts may be nil.
-func NewHandler(agg *eventagg.Aggregator, opts *Options) *Handler {
+// NewHandler returns a Handler serving agg, usually an [*eventagg.Aggregator].
+// opts may be nil.
+func NewHandler(agg Backend, opts *Options) *Handler {
 	h := &Handler{agg: agg, metrics: newMetrics(), mux: http.NewServeMux()}
 	if opts != nil {
 		h.opts = *opts
@@ -96,8 +129,8 @@ func NewHandler(agg *eventagg.Aggregator, opts *Options) *Handler {
 	if h.opts.MaxBodyBytes <= 0 {
 		h.opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if h.opts.MaxBatch <= 0 {
-		h.opts.MaxBatch = DefaultMaxBatch
+	if h.opts.MaxEventsPerRequest <= 0 {
+		h.opts.MaxEventsPerRequest = DefaultMaxEventsPerRequest
 	}
 	if h.opts.MaxPage <= 0 {
 		h.opts.MaxPage = DefaultMaxPage
@@ -168,7 +201,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rec.handler == "publish" {
 			h.metrics.publishLatency(d)
 			switch status {
-			case http.StatusBadRequest, http.StatusRequestTimeout, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+			case http.StatusBadRequest, http.StatusRequestTimeout, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
 				h.metrics.rejected.Add(1) // the request itself was at fault
 			}
 		}
@@ -249,11 +282,19 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // PublishResponse is the body of a successful POST /publish.
 type PublishResponse struct {
-	Processed  int `json:"processed_count"`   // events stored by this request
-	Duplicates int `json:"duplicate_dropped"` // events dropped as duplicates
-	// DuplicateIndexes lists the positions of the dropped events in the
-	// request; present only when the request asks with ?duplicates=true.
-	DuplicateIndexes []int `json:"duplicate_indexes,omitempty"`
+	Processed int `json:"processed_count"` // events stored by this request
+	// Duplicates counts the events dropped because their key was stored
+	// already (or came earlier in the request), conflicts included.
+	Duplicates int `json:"duplicate_dropped"`
+	// Conflicts counts those of the duplicates whose payload differed from
+	// the stored copy's (see [eventagg.Conflict]).
+	Conflicts int `json:"conflicts"`
+	// DuplicateIndexes lists the positions in the request of every dropped
+	// event, conflicts included, in increasing order; ConflictIndexes those
+	// of the conflicts only. Both are present, possibly empty, when the
+	// request asks with ?duplicates=true, and absent otherwise.
+	DuplicateIndexes []int `json:"duplicate_indexes,omitzero"`
+	ConflictIndexes  []int `json:"conflict_indexes,omitzero"`
 }
 
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
@@ -277,7 +318,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	events, err := decodeEvents(body, h.opts.MaxBatch)
+	events, err := decodeEvents(body, h.opts.MaxEventsPerRequest)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -290,11 +331,16 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	resp := PublishResponse{Processed: res.Processed, Duplicates: res.Duplicates}
+	resp := PublishResponse{Processed: res.Processed, Duplicates: res.Duplicates, Conflicts: res.Conflicts}
 	if withIndexes {
-		resp.DuplicateIndexes = []int{}
-		for i, stored := range res.New {
-			if !stored {
+		resp.DuplicateIndexes = make([]int, 0, res.Duplicates)
+		resp.ConflictIndexes = make([]int, 0, res.Conflicts)
+		for i, o := range res.Outcomes {
+			switch o.Status {
+			case eventagg.Conflict:
+				resp.ConflictIndexes = append(resp.ConflictIndexes, i)
+				fallthrough
+			case eventagg.Duplicate:
 				resp.DuplicateIndexes = append(resp.DuplicateIndexes, i)
 			}
 		}
@@ -317,8 +363,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	case h.listings <- struct{}{}:
 		defer func() { <-h.listings }()
 	default:
-		h.writeError(w, r, &requestError{status: http.StatusServiceUnavailable, index: -1,
-			msg: fmt.Sprintf("too many listings under way (%d); retry later", cap(h.listings))})
+		h.writeError(w, r, tooManyListings{max: cap(h.listings)})
 		return
 	}
 	if q.Limit == 0 {
@@ -481,6 +526,9 @@ func (h *Handler) uptime() time.Duration {
 type HealthResponse struct {
 	Status string `json:"status"`          // "healthy" or "unhealthy"
 	Error  string `json:"error,omitempty"` // why it is unhealthy
+	// Code says why for programs: CodeShuttingDown, CodeStoreDamaged or
+	// CodeStoreUnavailable; empty when healthy.
+	Code string `json:"code,omitempty"`
 }
 
 func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
@@ -492,14 +540,14 @@ func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := h.agg.Ping(ctx); err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "health check failed", slog.Any("error", err))
-		msg := "store unavailable"
+		body := HealthResponse{Status: "unhealthy", Code: CodeStoreUnavailable, Error: "store unavailable"}
 		switch {
 		case errors.Is(err, eventagg.ErrClosed):
-			msg = "shutting down"
+			body.Code, body.Error = CodeShuttingDown, "shutting down"
 		case errors.Is(err, eventagg.ErrDamaged):
-			msg = "store damaged: writes are refused until it is repaired and reopened (see the server log)"
+			body.Code, body.Error = CodeStoreDamaged, "store damaged: writes are refused until it is repaired and reopened (see the server log)"
 		}
-		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "unhealthy", Error: msg})
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
 	writeJSON(w, http.StatusOK, HealthResponse{Status: "healthy"})
@@ -529,84 +577,10 @@ func (h *Handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Write(buf.Bytes())
 }
 
-// ErrorResponse is the body of every error answer.
-type ErrorResponse struct {
-	Error string `json:"error"`
-	// Index is the position of the offending event in a publish request.
-	Index *int `json:"index,omitempty"`
-	// Field is the JSON field at fault, when known.
-	Field string `json:"field,omitempty"`
-}
-
-// writeError is the one place where errors become status codes:
-//   - a request without the bearer token it needs: 401 with WWW-Authenticate;
-//   - a malformed, oversized, slow or wrongly typed request: its own 4xx
-//     (400, 408, 413, 415 with Accept-Encoding);
-//   - an invalid event: 400 with its index and field;
-//   - a full queue, a closed aggregator or a failing store: 503 with Retry-After;
-//   - a client that went away: 499 in the log, nothing useful to send;
-//   - anything else: 500 "internal error", logged, never shown.
-func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		reqErr  *requestError
-		authErr *authError
-		valErr  *eventagg.ValidationError
-		status  int
-		body    ErrorResponse
-	)
-	switch {
-	case errors.As(err, &authErr):
-		status, body.Error = http.StatusUnauthorized, authErr.Error()
-		challenge := `Bearer realm="eventagg"`
-		if authErr.presented {
-			challenge += `, error="invalid_token"`
-		}
-		w.Header().Set("WWW-Authenticate", challenge)
-	case errors.As(err, &reqErr):
-		status, body.Error, body.Field = reqErr.status, reqErr.msg, reqErr.field
-		if reqErr.index >= 0 {
-			body.Index = &reqErr.index
-		}
-	case errors.As(err, &valErr):
-		status = http.StatusBadRequest
-		body = ErrorResponse{Error: valErr.Error(), Index: &valErr.Index, Field: valErr.Field}
-	case errors.Is(err, eventagg.ErrQueueFull):
-		status, body.Error = http.StatusServiceUnavailable, "server busy: the publish queue is full; retry later"
-	case errors.Is(err, eventagg.ErrClosed):
-		status, body.Error = http.StatusServiceUnavailable, "server shutting down; retry later"
-	case errors.Is(err, eventagg.ErrStore), errors.Is(err, eventagg.ErrDamaged), errors.Is(err, eventagg.ErrFull):
-		status = http.StatusServiceUnavailable
-		switch {
-		case errors.Is(err, eventagg.ErrDamaged):
-			body.Error = "store unavailable: it is damaged and refuses writes until repaired (see the server log)"
-		case errors.Is(err, eventagg.ErrFull):
-			body.Error = "store unavailable: no space left; retry later"
-		default:
-			body.Error = "store unavailable; retry later"
-		}
-		if r.Method == http.MethodPost {
-			body.Error += "; nothing was stored"
-		}
-		h.log.LogAttrs(r.Context(), slog.LevelError, "store error", slog.String("path", mountPrefix(r)+r.URL.Path), slog.Any("error", err))
-	case r.Context().Err() != nil:
-		status, body.Error = 499, "client closed request" // nginx's convention; the client is gone
-	default:
-		status, body.Error = http.StatusInternalServerError, "internal error"
-		h.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("path", mountPrefix(r)+r.URL.Path), slog.Any("error", err))
-	}
-	switch status {
-	case http.StatusServiceUnavailable:
-		w.Header().Set("Retry-After", "1")
-	case http.StatusUnsupportedMediaType:
-		w.Header().Set("Accept-Encoding", "gzip") // RFC 7694: the codings a request may use
-	}
-	writeJSON(w, status, body)
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil { // only for values that cannot be JSON: a bug
-		status, body = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+		status, body = http.StatusInternalServerError, []byte(`{"error":"internal error","code":"internal"}`)
 	}
 	setJSONHeaders(w)
 	w.WriteHeader(status)

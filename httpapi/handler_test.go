@@ -96,8 +96,10 @@ func TestPublishBodyForms(t *testing.T) {
 	}{
 		{"Object", `{"topic":"a","event_id":"1","timestamp":"2026-11-25T10:00:00Z","source":"s","payload":{"x":1}}`,
 			httpapi.PublishResponse{Processed: 1}},
+		// a/1 again, without the payload it was stored with: a conflict;
+		// a/2 twice alike: a duplicate.
 		{"Array", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"2"},{"topic":"a","event_id":"2"}]`,
-			httpapi.PublishResponse{Processed: 1, Duplicates: 2}},
+			httpapi.PublishResponse{Processed: 1, Duplicates: 2, Conflicts: 1}},
 		{"Wrapper", ` {"events":[{"topic":"b","event_id":"1"},{"topic":"a","event_id":"3"}]} `,
 			httpapi.PublishResponse{Processed: 2}},
 		{"EmptyArray", `[]`, httpapi.PublishResponse{}},
@@ -115,14 +117,14 @@ func TestPublishBodyForms(t *testing.T) {
 			t.Errorf("%s: answer mismatch (-want +got):\n%s", tt.name, diff)
 		}
 	}
-	// The body is exactly the contract's two fields.
+	// The body is exactly the contract's three fields.
 	resp := s.do(t, "POST", "/publish", `{"topic":"a","event_id":"1"}`)
-	if got := strings.TrimSpace(string(resp.body)); got != `{"processed_count":0,"duplicate_dropped":1}` {
+	if got := strings.TrimSpace(string(resp.body)); got != `{"processed_count":0,"duplicate_dropped":1,"conflicts":1}` {
 		t.Errorf("publish body = %s", got)
 	}
 	st := s.stats(t)
-	if st.Received != 8 || st.UniqueProcessed != 5 || st.DuplicateDropped != 3 {
-		t.Errorf("Stats() = %+v, want received 8, unique 5, duplicates 3", st.Counts)
+	if want := (eventagg.Counts{Received: 8, UniqueProcessed: 5, DuplicateDropped: 3, Conflicts: 2}); st.Counts != want {
+		t.Errorf("Stats() = %+v, want %+v", st.Counts, want)
 	}
 }
 
@@ -132,9 +134,86 @@ func TestPublishDuplicateIndexes(t *testing.T) {
 	resp := s.do(t, "POST", "/publish?duplicates=true", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"2"},{"topic":"a","event_id":"2"}]`)
 	var got httpapi.PublishResponse
 	resp.decode(t, &got)
-	want := httpapi.PublishResponse{Processed: 1, Duplicates: 2, DuplicateIndexes: []int{0, 2}}
+	want := httpapi.PublishResponse{Processed: 1, Duplicates: 2, DuplicateIndexes: []int{0, 2}, ConflictIndexes: []int{}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("answer mismatch (-want +got):\n%s", diff)
+	}
+	// Asked for, the lists are there even when empty; not asked for, absent.
+	for target, body := range map[string]string{
+		"/publish?duplicates=true":  `{"processed_count":1,"duplicate_dropped":0,"conflicts":0,"duplicate_indexes":[],"conflict_indexes":[]}`,
+		"/publish?duplicates=false": `{"processed_count":1,"duplicate_dropped":0,"conflicts":0}`,
+	} {
+		id := strings.TrimPrefix(target, "/publish?duplicates=")
+		if got := strings.TrimSpace(string(s.do(t, "POST", target, `{"topic":"b","event_id":"`+id+`"}`).body)); got != body {
+			t.Errorf("POST %s = %s, want %s", target, got, body)
+		}
+	}
+}
+
+// TestPublishConflicts resends ids with other payloads: they are dropped
+// and counted as conflicts, a part of the duplicates, and listed apart.
+func TestPublishConflicts(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	s.do(t, "POST", "/publish", `{"topic":"a","event_id":"1","payload":{"v":1}}`)
+	resp := s.do(t, "POST", "/publish?duplicates=true", `[
+		{"topic":"a","event_id":"1","payload":{"v":1}},
+		{"topic":"a","event_id":"1","payload":{"v": 1}},
+		{"topic":"b","event_id":"1","payload":{"v":1}},
+		{"topic":"b","event_id":"1","payload":{"v":2}},
+		{"topic":"b","event_id":"1","payload":{"v":1}}
+	]`)
+	var got httpapi.PublishResponse
+	resp.decode(t, &got)
+	want := httpapi.PublishResponse{Processed: 1, Duplicates: 4, Conflicts: 2,
+		DuplicateIndexes: []int{0, 1, 3, 4}, ConflictIndexes: []int{1, 3}} // byte for byte: a space differs
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("answer mismatch (-want +got):\n%s", diff)
+	}
+	st := s.stats(t)
+	if want := (eventagg.Counts{Received: 6, UniqueProcessed: 2, DuplicateDropped: 4, Conflicts: 2}); st.Counts != want {
+		t.Errorf("Stats() = %+v, want %+v", st.Counts, want)
+	}
+	for topic, want := range map[string]eventagg.Counts{
+		"a": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1},
+		"b": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1},
+	} {
+		if st.Topics[topic] != want {
+			t.Errorf("Stats().Topics[%s] = %+v, want %+v", topic, st.Topics[topic], want)
+		}
+	}
+	// The first copies are the ones kept.
+	var events []eventagg.Event
+	s.do(t, "GET", "/events", "").decode(t, &events)
+	for _, e := range events {
+		if string(e.Payload) != `{"v":1}` {
+			t.Errorf("stored %s/%s with payload %s, want the first copy's {\"v\":1}", e.Topic, e.EventID, e.Payload)
+		}
+	}
+}
+
+// TestPublishRejectedConflict publishes a conflict to an Aggregator that
+// rejects them: 409 naming the event, and nothing of the batch is stored.
+func TestPublishRejectedConflict(t *testing.T) {
+	s := newServer(t, nil, &eventagg.Options{RejectConflicts: true}, nil)
+	s.do(t, "POST", "/publish", `{"topic":"a","event_id":"1","payload":{"v":1}}`)
+	before := s.stats(t)
+	resp := s.do(t, "POST", "/publish", `[{"topic":"b","event_id":"1"},{"topic":"a","event_id":"1","payload":{"v":1}},{"topic":"a","event_id":"1","payload":{"v":2}}]`)
+	var body httpapi.ErrorResponse
+	resp.decode(t, &body)
+	if resp.status != http.StatusConflict || body.Code != httpapi.CodeConflict || body.Index == nil || *body.Index != 2 ||
+		body.Field != "payload" || !strings.Contains(body.Error, `event_id "1"`) || !strings.Contains(body.Error, "nothing of the batch was stored") {
+		t.Errorf("a conflicting batch = %d %s; want 409 conflict naming event 2, field payload", resp.status, resp.body)
+	}
+	if st := s.stats(t); st.Counts != before.Counts {
+		t.Errorf("after the refused batch Stats() = %+v, want %+v: nothing stored or counted", st.Counts, before.Counts)
+	}
+	if got := parseProm(t, string(s.do(t, "GET", "/metrics", "").body))["eventagg_publish_rejected_total"]; got != 1 {
+		t.Errorf("eventagg_publish_rejected_total = %v after a refused conflict, want 1", got)
+	}
+	// An identical copy is no conflict.
+	resp = s.do(t, "POST", "/publish", `[{"topic":"b","event_id":"1"},{"topic":"a","event_id":"1","payload":{"v":1}}]`)
+	if got := strings.TrimSpace(string(resp.body)); resp.status != 200 || got != `{"processed_count":1,"duplicate_dropped":1,"conflicts":0}` {
+		t.Errorf("a batch without conflicts = %d %s", resp.status, got)
 	}
 }
 
@@ -147,33 +226,34 @@ func TestPublishRejects(t *testing.T) {
 		index  *int
 		field  string
 		msg    string // part of the error message
+		code   string
 	}{
-		{"Empty", "", 400, nil, "", "empty"},
-		{"Malformed", `{"topic":`, 400, nil, "", "malformed JSON"},
-		{"MalformedInArray", `[` + valid + `,{"topic":"a",]`, 400, ptr(1), "", "malformed JSON"},
-		{"TrailingData", `[` + valid + `] []`, 400, nil, "", "after the JSON value"},
-		{"TrailingObject", valid + ` {}`, 400, nil, "", "malformed JSON"},
-		{"NotAnObject", `"hello"`, 400, nil, "", "event object"},
-		{"Number", `42`, 400, nil, "", "event object"},
-		{"EventsNotArray", `{"events":{"topic":"a"}}`, 400, nil, "events", "array"},
-		{"EventsNull", `{"events":null}`, 400, nil, "events", `"events" must be an array of events, not null`},
-		{"EventsAndEventFields", `{"topic":"a","event_id":"outer","events":[` + valid + `]}`, 400, nil, "events", `also the event field "topic"`},
-		{"ZeroTimestamp", `[` + valid + `,{"topic":"a","event_id":"x","timestamp":"0001-01-01T00:00:00Z"}]`, 400, ptr(1), "timestamp", "out of range"},
-		{"TopicWrongType", `[` + valid + `,{"topic":5,"event_id":"x"}]`, 400, ptr(1), "topic", "must be a string"},
-		{"BadTimestamp", `[` + valid + `,{"topic":"a","event_id":"x","timestamp":"yesterday"}]`, 400, ptr(1), "timestamp", "RFC 3339"},
-		{"TimestampNumber", `{"topic":"a","event_id":"x","timestamp":1700000000}`, 400, ptr(0), "timestamp", "RFC 3339"},
-		{"MissingEventID", `[` + valid + `,` + valid + `,{"topic":"a"}]`, 400, ptr(2), "event_id", "required"},
-		{"BlankEventID", `{"topic":"a","event_id":"   "}`, 400, ptr(0), "event_id", "blank"},
-		{"NULInTopic", `{"topic":"a\u0000b","event_id":"x"}`, 400, ptr(0), "topic", "control character"},
-		{"LongTopic", `{"topic":"` + strings.Repeat("t", 256) + `","event_id":"x"}`, 400, ptr(0), "topic", "over the limit"},
-		{"BadDuplicatesParam", valid, 400, nil, "duplicates", "true or false"},
-		{"TooManyEvents", `[` + strings.Repeat(valid+",", 3) + valid + `]`, 413, nil, "", "limit of 3 events"},
-		{"BodyTooLarge", `[` + strings.Repeat(" ", 600) + valid + `]`, 413, nil, "", "limit of 512 bytes"},
+		{"Empty", "", 400, nil, "", "empty", "bad_request"},
+		{"Malformed", `{"topic":`, 400, nil, "", "malformed JSON", "bad_request"},
+		{"MalformedInArray", `[` + valid + `,{"topic":"a",]`, 400, ptr(1), "", "malformed JSON", "bad_request"},
+		{"TrailingData", `[` + valid + `] []`, 400, nil, "", "after the JSON value", "bad_request"},
+		{"TrailingObject", valid + ` {}`, 400, nil, "", "malformed JSON", "bad_request"},
+		{"NotAnObject", `"hello"`, 400, nil, "", "event object", "bad_request"},
+		{"Number", `42`, 400, nil, "", "event object", "bad_request"},
+		{"EventsNotArray", `{"events":{"topic":"a"}}`, 400, nil, "events", "array", "bad_request"},
+		{"EventsNull", `{"events":null}`, 400, nil, "events", `"events" must be an array of events, not null`, "bad_request"},
+		{"EventsAndEventFields", `{"topic":"a","event_id":"outer","events":[` + valid + `]}`, 400, nil, "events", `also the event field "topic"`, "bad_request"},
+		{"ZeroTimestamp", `[` + valid + `,{"topic":"a","event_id":"x","timestamp":"0001-01-01T00:00:00Z"}]`, 400, ptr(1), "timestamp", "out of range", "invalid_event"},
+		{"TopicWrongType", `[` + valid + `,{"topic":5,"event_id":"x"}]`, 400, ptr(1), "topic", "must be a string", "invalid_event"},
+		{"BadTimestamp", `[` + valid + `,{"topic":"a","event_id":"x","timestamp":"yesterday"}]`, 400, ptr(1), "timestamp", "RFC 3339", "invalid_event"},
+		{"TimestampNumber", `{"topic":"a","event_id":"x","timestamp":1700000000}`, 400, ptr(0), "timestamp", "RFC 3339", "invalid_event"},
+		{"MissingEventID", `[` + valid + `,` + valid + `,{"topic":"a"}]`, 400, ptr(2), "event_id", "required", "invalid_event"},
+		{"BlankEventID", `{"topic":"a","event_id":"   "}`, 400, ptr(0), "event_id", "blank", "invalid_event"},
+		{"NULInTopic", `{"topic":"a\u0000b","event_id":"x"}`, 400, ptr(0), "topic", "control character", "invalid_event"},
+		{"LongTopic", `{"topic":"` + strings.Repeat("t", 256) + `","event_id":"x"}`, 400, ptr(0), "topic", "over the limit", "invalid_event"},
+		{"BadDuplicatesParam", valid, 400, nil, "duplicates", "true or false", "bad_request"},
+		{"TooManyEvents", `[` + strings.Repeat(valid+",", 3) + valid + `]`, 413, nil, "", "limit of 3 events", "too_large"},
+		{"BodyTooLarge", `[` + strings.Repeat(" ", 600) + valid + `]`, 413, nil, "", "limit of 512 bytes", "too_large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := newServer(t, nil, nil, &httpapi.Options{MaxBatch: 3, MaxBodyBytes: 512})
+			s := newServer(t, nil, nil, &httpapi.Options{MaxEventsPerRequest: 3, MaxBodyBytes: 512})
 			target := "/publish"
 			if tt.name == "BadDuplicatesParam" {
 				target += "?duplicates=maybe"
@@ -192,6 +272,9 @@ func TestPublishRejects(t *testing.T) {
 			}
 			if got.Field != tt.field {
 				t.Errorf("field = %q, want %q", got.Field, tt.field)
+			}
+			if got.Code != tt.code {
+				t.Errorf("code = %q, want %q", got.Code, tt.code)
 			}
 			if st := s.stats(t); st.Received != 0 || len(st.Topics) != 0 {
 				t.Errorf("a rejected request was counted: %+v", st)
@@ -219,6 +302,7 @@ func TestMethodsAndPaths(t *testing.T) {
 		{"GET", "/", 404, ""},
 		{"GET", "/publish/extra", 404, ""},
 	}
+	codes := map[int]string{404: httpapi.CodeNotFound, 405: httpapi.CodeMethodNotAllowed}
 	for _, tt := range tests {
 		resp := s.do(t, tt.method, tt.path, "")
 		if resp.status != tt.status || resp.header.Get("Allow") != tt.allow {
@@ -226,8 +310,8 @@ func TestMethodsAndPaths(t *testing.T) {
 		}
 		var body httpapi.ErrorResponse
 		resp.decode(t, &body)
-		if body.Error == "" {
-			t.Errorf("%s %s: error body %s has no \"error\"", tt.method, tt.path, resp.body)
+		if body.Error == "" || body.Code != codes[tt.status] {
+			t.Errorf("%s %s: error body %s; want an \"error\" and code %q", tt.method, tt.path, resp.body, codes[tt.status])
 		}
 	}
 }
@@ -373,16 +457,16 @@ func TestStatsEndpoint(t *testing.T) {
 	now := start
 	clock := func() time.Time { return now }
 	s := newServer(t, nil, &eventagg.Options{Now: clock}, &httpapi.Options{Now: clock})
-	s.do(t, "POST", "/publish", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"1"},{"topic":"b","event_id":"1"}]`)
+	s.do(t, "POST", "/publish", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"1"},{"topic":"b","event_id":"1"},{"topic":"a","event_id":"1","payload":1}]`)
 	now = start.Add(90*time.Second + 500*time.Millisecond)
 	resp := s.do(t, "GET", "/stats", "")
 	var got map[string]any
 	resp.decode(t, &got)
 	want := map[string]any{
-		"received": 3.0, "unique_processed": 2.0, "duplicate_dropped": 1.0,
+		"received": 4.0, "unique_processed": 2.0, "duplicate_dropped": 2.0, "conflicts": 1.0,
 		"topics": map[string]any{
-			"a": map[string]any{"received": 2.0, "unique_processed": 1.0, "duplicate_dropped": 1.0},
-			"b": map[string]any{"received": 1.0, "unique_processed": 1.0, "duplicate_dropped": 0.0},
+			"a": map[string]any{"received": 3.0, "unique_processed": 1.0, "duplicate_dropped": 2.0, "conflicts": 1.0},
+			"b": map[string]any{"received": 1.0, "unique_processed": 1.0, "duplicate_dropped": 0.0, "conflicts": 0.0},
 		},
 		"topic_count":    2.0,
 		"started_at":     "2026-11-25T08:00:00Z",
@@ -404,15 +488,15 @@ func TestHealth(t *testing.T) {
 	s.store.Close()
 	resp = s.do(t, "GET", "/health", "")
 	resp.decode(t, &body)
-	if resp.status != 503 || body.Status != "unhealthy" || body.Error == "" {
-		t.Errorf("GET /health with a closed store = %d %s, want 503 unhealthy", resp.status, resp.body)
+	if resp.status != 503 || body.Status != "unhealthy" || body.Error == "" || body.Code != httpapi.CodeShuttingDown {
+		t.Errorf("GET /health with a closed store = %d %s, want 503 unhealthy, shutting_down", resp.status, resp.body)
 	}
 
 	s = newServer(t, nil, nil, nil)
 	s.agg.Close()
 	resp = s.do(t, "GET", "/health", "")
 	resp.decode(t, &body)
-	if resp.status != 503 || body.Error != "shutting down" {
+	if resp.status != 503 || body.Error != "shutting down" || body.Code != httpapi.CodeShuttingDown {
 		t.Errorf("GET /health after Close = %d %s, want 503 shutting down", resp.status, resp.body)
 	}
 }
@@ -420,7 +504,7 @@ func TestHealth(t *testing.T) {
 // faultyStore fails every Append.
 type faultyStore struct{ eventagg.Store }
 
-func (faultyStore) Append(context.Context, []eventagg.Event) ([]bool, error) {
+func (faultyStore) Append(context.Context, []eventagg.Event, eventagg.AppendOptions) ([]eventagg.Outcome, error) {
 	return nil, errors.New("disk I/O error: /var/lib/secret/path")
 }
 
@@ -429,9 +513,14 @@ func TestUnavailableAnswers503(t *testing.T) {
 		t.Helper()
 		var body httpapi.ErrorResponse
 		resp.decode(t, &body)
-		if resp.status != 503 || resp.header.Get("Retry-After") == "" || !strings.Contains(body.Error, msg) {
-			t.Errorf("answer = %d Retry-After %q %s; want 503 with Retry-After saying %q",
-				resp.status, resp.header.Get("Retry-After"), resp.body, msg)
+		code := map[string]string{
+			"store unavailable": httpapi.CodeStoreUnavailable,
+			"shutting down":     httpapi.CodeShuttingDown,
+			"queue is full":     httpapi.CodeQueueFull,
+		}[msg]
+		if resp.status != 503 || resp.header.Get("Retry-After") == "" || !strings.Contains(body.Error, msg) || body.Code != code {
+			t.Errorf("answer = %d Retry-After %q %s; want 503 with Retry-After saying %q, code %q",
+				resp.status, resp.header.Get("Retry-After"), resp.body, msg, code)
 		}
 		if strings.Contains(string(resp.body), "secret") {
 			t.Errorf("the answer leaks the internal error: %s", resp.body)
@@ -481,9 +570,9 @@ type gateStore struct {
 	gate chan struct{}
 }
 
-func (g *gateStore) Append(ctx context.Context, events []eventagg.Event) ([]bool, error) {
+func (g *gateStore) Append(ctx context.Context, events []eventagg.Event, opts eventagg.AppendOptions) ([]eventagg.Outcome, error) {
 	<-g.gate
-	return g.Store.Append(ctx, events)
+	return g.Store.Append(ctx, events, opts)
 }
 
 var (
@@ -534,9 +623,10 @@ func TestMetrics(t *testing.T) {
 	s := newServer(t, nil, nil, &httpapi.Options{MaxBodyBytes: 1024})
 	s.do(t, "POST", "/publish", `[{"topic":"a","event_id":"1"},{"topic":"a","event_id":"1"}]`)
 	s.do(t, "POST", "/publish", `{"topic":"a","event_id":"2"}`)
-	s.do(t, "POST", "/publish", `{"topic":""}`)                    // invalid event: 400
-	s.do(t, "POST", "/publish", `{`)                               // malformed: 400
-	s.do(t, "POST", "/publish", "["+strings.Repeat(" ", 2000)+"]") // too large: 413
+	s.do(t, "POST", "/publish", `{"topic":"a","event_id":"2","payload":2}`) // a conflict
+	s.do(t, "POST", "/publish", `{"topic":""}`)                             // invalid event: 400
+	s.do(t, "POST", "/publish", `{`)                                        // malformed: 400
+	s.do(t, "POST", "/publish", "["+strings.Repeat(" ", 2000)+"]")          // too large: 413
 	req := httptest.NewRequestWithContext(t.Context(), "POST", "/publish", strings.NewReader(`{}`))
 	req.Header.Set("Content-Type", "text/plain")
 	s.h.ServeHTTP(httptest.NewRecorder(), req) // wrong type: 415
@@ -547,18 +637,19 @@ func TestMetrics(t *testing.T) {
 	}
 	got := parseProm(t, string(resp.body))
 	for name, want := range map[string]float64{
-		"eventagg_events_received_total":                             3,
+		"eventagg_events_received_total":                             4,
 		"eventagg_events_unique_total":                               2,
-		"eventagg_events_duplicate_total":                            1,
+		"eventagg_events_duplicate_total":                            2,
+		"eventagg_events_conflict_total":                             1,
 		"eventagg_publish_rejected_total":                            4,
 		"eventagg_queue_depth":                                       0,
-		`eventagg_http_requests_total{handler="publish",code="200"}`: 2,
+		`eventagg_http_requests_total{handler="publish",code="200"}`: 3,
 		`eventagg_http_requests_total{handler="publish",code="400"}`: 2,
 		`eventagg_http_requests_total{handler="publish",code="413"}`: 1,
 		`eventagg_http_requests_total{handler="publish",code="415"}`: 1,
 		`eventagg_http_requests_total{handler="other",code="404"}`:   1,
-		`eventagg_publish_duration_seconds_bucket{le="+Inf"}`:        6,
-		"eventagg_publish_duration_seconds_count":                    6,
+		`eventagg_publish_duration_seconds_bucket{le="+Inf"}`:        7,
+		"eventagg_publish_duration_seconds_count":                    7,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
@@ -850,7 +941,7 @@ func TestListingsAreCapped(t *testing.T) {
 	resp := s.do(t, "GET", "/events?limit=5", "")
 	var body httpapi.ErrorResponse
 	resp.decode(t, &body)
-	if resp.status != 503 || resp.header.Get("Retry-After") == "" || !strings.Contains(body.Error, "too many listings") {
+	if resp.status != 503 || resp.header.Get("Retry-After") == "" || !strings.Contains(body.Error, "too many listings") || body.Code != httpapi.CodeTooManyListings {
 		t.Errorf("a listing over the cap = %d %v %s; want 503 with Retry-After", resp.status, resp.header, resp.body)
 	}
 	close(store.release)

@@ -114,6 +114,12 @@ func TestHostileInputIsRefused(t *testing.T) {
 			if resp.status != tt.status || !strings.Contains(body.Error, tt.msg) {
 				t.Errorf("status %d %q; want %d saying %q", resp.status, body.Error, tt.status, tt.msg)
 			}
+			switch code := map[int]string{413: httpapi.CodeTooLarge, 415: httpapi.CodeUnsupported}[tt.status]; {
+			case code != "" && body.Code != code:
+				t.Errorf("code %q; want %q", body.Code, code)
+			case tt.status == 400 && body.Code != httpapi.CodeBadRequest && (body.Code != httpapi.CodeInvalidEvent || body.Index == nil):
+				t.Errorf("code %q, index %v; want bad_request, or invalid_event with an index", body.Code, body.Index)
+			}
 			if tt.status == 415 && resp.header.Get("Accept-Encoding") != "gzip" {
 				t.Errorf("415 without Accept-Encoding: gzip")
 			}
