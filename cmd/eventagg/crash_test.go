@@ -88,7 +88,7 @@ func (l *ledger) batch(rng *rand.Rand, prefix string, next *int, size int) []eve
 }
 
 // ack records a batch answered 200 and returns how many have been.
-func (l *ledger) ack(events []eventagg.Event, res httpapi.PublishResponse) int {
+func (l *ledger) ack(events []eventagg.Event, res eventagg.Result) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, e := range events {
@@ -97,6 +97,7 @@ func (l *ledger) ack(events []eventagg.Event, res httpapi.PublishResponse) int {
 	l.ackedCount.Received += int64(len(events))
 	l.ackedCount.UniqueProcessed += int64(res.Processed)
 	l.ackedCount.DuplicateDropped += int64(res.Duplicates)
+	l.ackedCount.Conflicts += int64(res.Conflicts)
 	l.ackedBodies++
 	return l.ackedBodies
 }

@@ -97,7 +97,7 @@ func TestServerRefusesCorruptDatabase(t *testing.T) {
 	for i := range 3000 {
 		events = append(events, eventagg.Event{Topic: "t" + strconv.Itoa(i%5), EventID: strconv.Itoa(i), Timestamp: time.Unix(1, 0)})
 	}
-	if _, err := s.Append(t.Context(), events); err != nil {
+	if _, err := s.Append(t.Context(), events, eventagg.AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

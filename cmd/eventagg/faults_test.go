@@ -69,7 +69,7 @@ func TestServerSurvivesStoreFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			status, _, body := httpDo(t, "POST", c.url+"/publish", batch)
-			if status != 200 || strings.TrimSpace(body) != `{"processed_count":1,"duplicate_dropped":1}` {
+			if status != 200 || strings.TrimSpace(body) != `{"processed_count":1,"duplicate_dropped":1,"conflicts":0}` {
 				t.Errorf("publish after the fault cleared = %d %s; want 1 stored, 1 duplicate", status, body)
 			}
 			st, err := client.Stats(ctx)

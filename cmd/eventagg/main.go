@@ -12,8 +12,16 @@
 // EVENTAGG_DB, ...); a flag on the command line wins. Run eventagg -h for
 // the list.
 //
+// With -on-conflict reject, a publish holding an event that conflicts with
+// the stored copy of its key (same topic and event_id, another payload) is
+// refused whole with 409; by default such an event is dropped like a
+// duplicate and counted as a conflict.
+//
 // On SIGINT or SIGTERM it stops accepting connections, finishes the requests
-// under way, drains the publish queue, closes the database and exits 0.
+// under way, drains the publish queue, closes the database and exits 0, all
+// within -shutdown-timeout. If the queue does not drain in time (the store
+// is stuck), it logs so and exits 1 without closing the store, which a
+// write may still be in.
 //
 // eventagg -healthcheck asks a running server's /health (at -addr) and exits
 // 0 if it is healthy, 1 if not: the container's HEALTHCHECK uses it. With
@@ -95,8 +103,9 @@ type config struct {
 	db              string
 	sync            string
 	maxBody         int64
-	maxBatch        int
+	maxBatch        int // per request: httpapi.Options.MaxEventsPerRequest
 	queueSize       int
+	onConflict      string // drop or reject
 	queueTimeout    time.Duration
 	shutdownTimeout time.Duration
 	maxDBSize       int64
@@ -129,10 +138,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.dbSchema, "db-schema", postgres.DefaultSchema, "PostgreSQL only: the `schema` holding the tables; replicas that share events use the same")
 	fs.StringVar(&c.sync, "sync", "full", "SQLite only: durability: full (fsync every commit), normal or off")
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest publish request body, in `bytes`")
-	fs.IntVar(&c.maxBatch, "max-batch", httpapi.DefaultMaxBatch, "most `events` in one publish request")
-	fs.IntVar(&c.queueSize, "queue-size", 1024, "publish requests that may wait for the writer")
+	fs.IntVar(&c.maxBatch, "max-batch", httpapi.DefaultMaxEventsPerRequest, "most `events` in one publish request")
+	fs.IntVar(&c.queueSize, "queue-size", eventagg.DefaultQueueSize, "publish requests that may wait for the writer")
+	fs.StringVar(&c.onConflict, "on-conflict", "drop", "what becomes of an event resent with another payload: drop (counted as a conflict) or reject (the whole publish gets 409)")
 	fs.DurationVar(&c.queueTimeout, "queue-timeout", time.Second, "how long a publish waits for room in a full queue before 503")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for requests under way")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for requests under way and the publish queue to drain")
 	fs.Int64Var(&c.maxDBSize, "max-db-size", 0, "SQLite only: cap on the database file, in `bytes`; past it publishes get 503 as on a full disk (0: no cap)")
 	fs.DurationVar(&c.busyTimeout, "busy-timeout", 5*time.Second, "SQLite only: how long a write waits for a database lock held by another process")
 	fs.DurationVar(&c.readHeader, "read-header-timeout", 10*time.Second, "time a client has to send the request headers")
@@ -196,14 +206,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	switch {
 	case c.logFormat != "text" && c.logFormat != "json":
 		return nil, usageError{fmt.Errorf("-log-format must be text or json, not %q", c.logFormat)}
+	case c.onConflict != "drop" && c.onConflict != "reject":
+		return nil, usageError{fmt.Errorf("-on-conflict must be drop or reject, not %q", c.onConflict)}
 	case c.maxBody <= 0 || c.maxBatch <= 0 || c.queueSize <= 0:
 		return nil, usageError{errors.New("-max-body, -max-batch and -queue-size must be positive")}
 	case c.db == "":
 		return nil, usageError{errors.New("-db must name a database file or a postgres:// URL")}
 	case c.maxDBSize < 0:
 		return nil, usageError{errors.New("-max-db-size must not be negative")}
-	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.writeTimeout <= 0 || c.idleTimeout <= 0:
-		return nil, usageError{errors.New("-busy-timeout, -read-header-timeout, -read-timeout, -write-timeout and -idle-timeout must be positive")}
+	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.writeTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0:
+		return nil, usageError{errors.New("-busy-timeout, -read-header-timeout, -read-timeout, -write-timeout, -idle-timeout and -shutdown-timeout must be positive")}
 	case c.maxListings <= 0:
 		return nil, usageError{errors.New("-max-listings must be positive")}
 	case (c.tlsCert == "") != (c.tlsKey == ""):
@@ -306,21 +318,32 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	keepStore := false // set when a write may still be under way in the store
 	defer func() {
+		if keepStore {
+			log.Error("store left open: a write may still be under way in it", "db", redact(cfg.db))
+			return
+		}
 		if cerr := store.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing the store: %w", cerr))
 		}
 		log.Info("store closed", "db", redact(cfg.db))
 	}()
 	agg, err := eventagg.New(store, &eventagg.Options{
-		QueueSize:    cfg.queueSize,
-		QueueTimeout: cfg.queueTimeout,
-		Logger:       log,
+		QueueSize:       cfg.queueSize,
+		QueueTimeout:    cfg.queueTimeout,
+		RejectConflicts: cfg.onConflict == "reject",
+		Logger:          log,
 	})
 	if err != nil {
 		return err
 	}
-	defer agg.Close() // a no-op after the drain below; releases the writer on early returns
+	aggShutdown := false
+	defer func() {
+		if !aggShutdown { // returning before serving: nothing was published
+			agg.Close()
+		}
+	}()
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
@@ -328,13 +351,13 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	}
 	srv := &http.Server{
 		Handler: httpapi.NewHandler(agg, &httpapi.Options{
-			MaxBodyBytes: cfg.maxBody,
-			MaxBatch:     cfg.maxBatch,
-			MaxListings:  cfg.maxListings,
-			WriteTimeout: cfg.writeTimeout,
-			Logger:       log,
-			Token:        cfg.token,
-			TokenReads:   cfg.tokenReads,
+			MaxBodyBytes:        cfg.maxBody,
+			MaxEventsPerRequest: cfg.maxBatch,
+			MaxListings:         cfg.maxListings,
+			WriteTimeout:        cfg.writeTimeout,
+			Logger:              log,
+			Token:               cfg.token,
+			TokenReads:          cfg.tokenReads,
 		}),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: cfg.readHeader,
@@ -357,26 +380,39 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	} else {
 		attrs = append(attrs, "sync", cfg.sync)
 	}
-	log.Info("listening", append(attrs, "tls", tlsConfig != nil,
+	log.Info("listening", append(attrs, "on_conflict", cfg.onConflict, "tls", tlsConfig != nil,
 		"token", cfg.token != "", "token_reads", cfg.tokenReads, "version", buildVersion())...)
 
+	var serveErr error
 	select {
 	case err := <-served:
-		return fmt.Errorf("serving: %w", err)
+		serveErr = fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
+	// One deadline for both drains: the requests under way, then what is
+	// left of the queue. The requests get all but a fifth of it (at most
+	// 5s), so that requests held open by slow clients leave the queue, which
+	// drains at once unless the store is stuck, time to.
 	log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	requestsCtx, cancelRequests := context.WithTimeout(shutdownCtx, cfg.shutdownTimeout-min(cfg.shutdownTimeout/5, 5*time.Second))
+	defer cancelRequests()
+	if err := srv.Shutdown(requestsCtx); err != nil {
 		log.Warn("requests still under way at the shutdown timeout were cut", "error", err)
 		srv.Close()
 	}
-	if err := agg.Close(); err != nil {
-		return fmt.Errorf("draining the queue: %w", err)
+	aggShutdown = true
+	if err := agg.Shutdown(shutdownCtx); err != nil {
+		// The writer may still be in the store: closing it under the
+		// writer could lose what it is writing. Exiting releases it.
+		keepStore = true
+		log.Error("the publish queue did not drain within the shutdown timeout; the calls not yet written were refused, nothing of them stored",
+			"timeout", cfg.shutdownTimeout.String(), "error", err)
+		return errors.Join(serveErr, fmt.Errorf("draining the queue: %w", err))
 	}
 	log.Info("queue drained")
-	return nil
+	return serveErr
 }
 
 // isPostgres reports whether -db names a PostgreSQL database rather than a SQLite file.

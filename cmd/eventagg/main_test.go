@@ -240,17 +240,20 @@ func TestRunServesEveryEndpoint(t *testing.T) {
 	c := newClient(t, url)
 	ctx := t.Context()
 
+	// a/1 again without its payload: a conflict, dropped and counted.
 	res, err := c.Publish(ctx, eventagg.Event{Topic: "a", EventID: "1", Payload: json.RawMessage(`{"n": 1}`)},
 		eventagg.Event{Topic: "a", EventID: "1"}, eventagg.Event{Topic: "b", EventID: "1"})
-	if err != nil || res.Processed != 2 || res.Duplicates != 1 {
-		t.Errorf("POST /publish = %+v, %v; want 2 processed, 1 duplicate", res, err)
+	if err != nil || res.Processed != 2 || res.Duplicates != 1 || res.Conflicts != 1 {
+		t.Errorf("POST /publish = %+v, %v; want 2 processed, 1 duplicate that is a conflict", res, err)
 	}
 	checks := []struct {
 		method, path, body string
 		status             int
 		contains           string
 	}{
-		{"POST", "/publish", `{"topic":"a","event_id":"1"}`, 200, `{"processed_count":0,"duplicate_dropped":1}`},
+		{"POST", "/publish", `{"topic":"a","event_id":"1","payload":{"n": 1}}`, 200, `{"processed_count":0,"duplicate_dropped":1,"conflicts":0}`},
+		{"POST", "/publish?duplicates=true", `[{"topic":"b","event_id":"1","payload":2}]`, 200,
+			`{"processed_count":0,"duplicate_dropped":1,"conflicts":1,"duplicate_indexes":[0],"conflict_indexes":[0]}`},
 		{"POST", "/publish", `{"topic":"a"}`, 400, `"field":"event_id"`},
 		{"POST", "/publish", `[{},{},{},{},{},{}]`, 413, "limit of 5 events"},
 		{"POST", "/publish", `"` + strings.Repeat("x", 5000) + `"`, 413, "limit of 4096 bytes"},
@@ -258,9 +261,10 @@ func TestRunServesEveryEndpoint(t *testing.T) {
 		{"GET", "/events?topic=a", "", 200, `"payload":{"n": 1}`},
 		{"GET", "/events?limit=1", "", 200, `"event_id":"1"`},
 		{"GET", "/events?limit=x", "", 400, `"field":"limit"`},
-		{"GET", "/stats", "", 200, `"received":4,"unique_processed":2,"duplicate_dropped":2`},
+		{"GET", "/stats", "", 200, `"received":5,"unique_processed":2,"duplicate_dropped":3,"conflicts":2`},
 		{"GET", "/health", "", 200, `{"status":"healthy"}`},
 		{"GET", "/metrics", "", 200, "eventagg_events_unique_total 2"},
+		{"GET", "/metrics", "", 200, "eventagg_events_conflict_total 2"},
 		{"GET", "/missing", "", 404, `"error"`},
 	}
 	for _, ck := range checks {
@@ -288,16 +292,21 @@ func TestRunServesEveryEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Received != 4 || st.UniqueProcessed != 2 || st.DuplicateDropped != 2 {
-		t.Errorf("after restart Stats() = %+v", st.Counts)
+	if want := (eventagg.Counts{Received: 5, UniqueProcessed: 2, DuplicateDropped: 3, Conflicts: 2}); st.Counts != want {
+		t.Errorf("after restart Stats() = %+v, want %+v", st.Counts, want)
 	}
 }
 
 func TestParseConfig(t *testing.T) {
 	runConfigCases(t, []configCase{
 		{"Defaults", nil, nil, func(c *config) bool {
-			return c.addr == ":8080" && c.db == "events.db" && c.sync == "full" && c.maxBody == 16<<20 && c.logFormat == "text"
+			return c.addr == ":8080" && c.db == "events.db" && c.sync == "full" && c.maxBody == 16<<20 && c.logFormat == "text" &&
+				c.queueSize == eventagg.DefaultQueueSize && c.maxBatch == httpapi.DefaultMaxEventsPerRequest && c.onConflict == "drop"
 		}, ""},
+		{"OnConflictFromEnv", nil, map[string]string{"EVENTAGG_ON_CONFLICT": "reject"},
+			func(c *config) bool { return c.onConflict == "reject" }, ""},
+		{"BadOnConflict", []string{"-on-conflict", "keep"}, nil, nil, "-on-conflict must be drop or reject"},
+		{"ZeroShutdownTimeout", []string{"-shutdown-timeout", "0s"}, nil, nil, "must be positive"},
 		{"EnvFallback", nil, map[string]string{"EVENTAGG_ADDR": ":9000", "EVENTAGG_DB": "/data/x.db", "EVENTAGG_LOG_FORMAT": "json",
 			"EVENTAGG_MAX_BODY": "1024", "EVENTAGG_QUEUE_TIMEOUT": "250ms", "EVENTAGG_SYNC": "normal", "EVENTAGG_LOG_LEVEL": "debug"},
 			func(c *config) bool {
@@ -493,6 +502,7 @@ func TestKillDashNineLosesNothingAcknowledged(t *testing.T) {
 			sent.Received += int64(len(batch))
 			sent.UniqueProcessed += int64(res.Processed)
 			sent.DuplicateDropped += int64(res.Duplicates)
+			sent.Conflicts += int64(res.Conflicts) // a resent id carries another round's payload
 			for _, e := range batch {
 				acked[e.Key()] = true
 			}
