@@ -1,11 +1,15 @@
 // Command webhook embeds eventagg's deduplication in an existing service: a
 // webhook receiver whose sender redelivers until it gets a 2xx. Each
 // delivery is recorded by its delivery id; a redelivery is acknowledged
-// without being processed again, even across restarts.
+// without being processed again, even across restarts. A "redelivery" whose
+// body differs from the first is a conflict, a bug of the sender: it is
+// acknowledged too (redelivering it would not help), not processed, and
+// logged and answered as a conflict.
 //
 //	go run ./examples/webhook &
 //	curl -X POST -H 'X-Delivery-ID: d-1' -d '{"order":42}' localhost:8081/webhook   # processed
 //	curl -X POST -H 'X-Delivery-ID: d-1' -d '{"order":42}' localhost:8081/webhook   # redelivery, ignored
+//	curl -X POST -H 'X-Delivery-ID: d-1' -d '{"order":43}' localhost:8081/webhook   # conflict, ignored
 package main
 
 import (
@@ -62,10 +66,11 @@ func run(ctx context.Context, ln net.Listener, dbPath string, logger *log.Logger
 			http.Error(w, "want a JSON body and an X-Delivery-ID header", http.StatusBadRequest)
 			return
 		}
+		id := r.Header.Get("X-Delivery-ID")
 		// Record the delivery first: once Publish returns, it is durable, so a
 		// crash after this point cannot make us process it twice.
 		res, err := agg.Publish(r.Context(), eventagg.Event{
-			Topic: "webhooks", EventID: r.Header.Get("X-Delivery-ID"), Source: r.RemoteAddr, Payload: body,
+			Topic: "webhooks", EventID: id, Source: r.RemoteAddr, Payload: body,
 		})
 		if errors.Is(err, eventagg.ErrInvalidEvent) { // a bad id or payload: redelivering will not help
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -75,13 +80,19 @@ func run(ctx context.Context, ln net.Listener, dbPath string, logger *log.Logger
 			http.Error(w, "try again", http.StatusServiceUnavailable) // the sender will redeliver
 			return
 		}
-		if !res.New[0] {
-			logger.Printf("delivery %s: redelivery, ignored", r.Header.Get("X-Delivery-ID"))
+		switch res.Outcomes[0].Status {
+		case eventagg.Duplicate:
+			logger.Printf("delivery %s: redelivery, ignored", id)
 			w.WriteHeader(http.StatusOK)
-			return
+		case eventagg.Conflict:
+			logger.Printf("delivery %s: conflict: the body differs from the first delivery's, which was processed; ignored", id)
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusOK) // redelivering would not help
+			io.WriteString(w, "conflict: this delivery id came before with another body; the first was processed, this one is ignored\n")
+		default:
+			logger.Printf("delivery %s: processing %s", id, body)
+			w.WriteHeader(http.StatusAccepted)
 		}
-		logger.Printf("delivery %s: processing %s", r.Header.Get("X-Delivery-ID"), body)
-		w.WriteHeader(http.StatusAccepted)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	logger.Printf("webhook receiver on http://%s/webhook", ln.Addr())

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -51,6 +52,13 @@ func start(t *testing.T, db string) *receiver {
 // post delivers body with the delivery id (none if empty) and returns the status.
 func (r *receiver) post(id, body string) int {
 	r.t.Helper()
+	status, _ := r.postAnswer(id, body)
+	return status
+}
+
+// postAnswer is post, returning the answer's body too.
+func (r *receiver) postAnswer(id, body string) (int, string) {
+	r.t.Helper()
 	req, err := http.NewRequestWithContext(r.t.Context(), http.MethodPost, r.url, strings.NewReader(body))
 	if err != nil {
 		r.t.Fatal(err)
@@ -62,8 +70,12 @@ func (r *receiver) post(id, body string) int {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return resp.StatusCode, string(answer)
 }
 
 // processed counts the times delivery id was processed in the logs.
@@ -79,16 +91,18 @@ func TestRedeliveryIsNotProcessedAgain(t *testing.T) {
 	steps := []struct {
 		id, body string
 		want     int
+		conflict bool
 	}{
-		{"d-1", `{"order":42}`, http.StatusAccepted}, // processed
-		{"d-1", `{"order":42}`, http.StatusOK},       // redelivery, ignored
-		{"d-2", `{"order":43}`, http.StatusAccepted},
-		{"d-1", `{"order":"changed"}`, http.StatusOK}, // the id decides, not the body
-		{"d-2", `{"order":43}`, http.StatusOK},
+		{"d-1", `{"order":42}`, http.StatusAccepted, false}, // processed
+		{"d-1", `{"order":42}`, http.StatusOK, false},       // redelivery, ignored
+		{"d-2", `{"order":43}`, http.StatusAccepted, false},
+		{"d-1", `{"order":"changed"}`, http.StatusOK, true}, // the id decides, not the body: a conflict
+		{"d-2", `{"order":43}`, http.StatusOK, false},
 	}
 	for _, s := range steps {
-		if got := first.post(s.id, s.body); got != s.want {
-			t.Errorf("POST %s %s: status %d, want %d", s.id, s.body, got, s.want)
+		got, answer := first.postAnswer(s.id, s.body)
+		if got != s.want || strings.HasPrefix(answer, "conflict:") != s.conflict {
+			t.Errorf("POST %s %s: %d %q, want %d, a conflict: %v", s.id, s.body, got, answer, s.want, s.conflict)
 		}
 	}
 	if err := first.stop(); err != nil {
@@ -99,19 +113,22 @@ func TestRedeliveryIsNotProcessedAgain(t *testing.T) {
 			t.Errorf("first run processed %s %d times, want once; log:\n%s", id, n, first.logs)
 		}
 	}
+	if n := strings.Count(first.logs.String(), "delivery d-1: conflict: "); n != 1 {
+		t.Errorf("first run logged %d conflicts for d-1, want 1; log:\n%s", n, first.logs)
+	}
 
 	// A restart on the same database remembers the deliveries.
 	second := start(t, db)
 	for _, s := range []struct {
-		id   string
-		want int
+		id, body string
+		want     int
 	}{
-		{"d-1", http.StatusOK},
-		{"d-2", http.StatusOK},
-		{"d-3", http.StatusAccepted},
-		{"d-3", http.StatusOK},
+		{"d-1", `{"order":42}`, http.StatusOK},
+		{"d-2", `{"order":43}`, http.StatusOK},
+		{"d-3", `{"order":44}`, http.StatusAccepted},
+		{"d-3", `{"order":44}`, http.StatusOK},
 	} {
-		if got := second.post(s.id, `{"order":44}`); got != s.want {
+		if got := second.post(s.id, s.body); got != s.want {
 			t.Errorf("after restart, POST %s: status %d, want %d", s.id, got, s.want)
 		}
 	}
@@ -124,9 +141,10 @@ func TestRedeliveryIsNotProcessedAgain(t *testing.T) {
 		}
 	}
 
-	// The database holds each delivery once, every copy counted.
+	// The database holds each delivery once, every copy counted, the
+	// changed one as a conflict.
 	stats := readStats(t, db)
-	want := eventagg.Counts{Received: 9, UniqueProcessed: 3, DuplicateDropped: 6}
+	want := eventagg.Counts{Received: 9, UniqueProcessed: 3, DuplicateDropped: 6, Conflicts: 1}
 	if stats.Counts != want {
 		t.Errorf("stored counters %+v, want %+v", stats.Counts, want)
 	}
