@@ -116,6 +116,33 @@ func BenchmarkPublish(b *testing.B) {
 	})
 }
 
+// BenchmarkPublishDuplicates measures the duplicate path alone: batches of
+// 1000 resends of 100,000 events stored before, each compared with the
+// stored copy (none is a conflict).
+func BenchmarkPublishDuplicates(b *testing.B) {
+	for _, ids := range eventgen.Kinds {
+		b.Run("ids="+ids, func(b *testing.B) {
+			agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), nil)
+			gen := eventgen.New(1, ids)
+			ctx := context.Background()
+			for range 100 {
+				if _, err := agg.Publish(ctx, gen.Batch(1000, 0)...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var events int64
+			for b.Loop() {
+				res, err := agg.Publish(ctx, gen.Batch(1000, 1)...)
+				if err != nil || res.Duplicates != 1000 {
+					b.Fatalf("Publish of resends = %+v, %v", res.Duplicates, err)
+				}
+				events += 1000
+			}
+			reportRate(b, events)
+		})
+	}
+}
+
 // BenchmarkPublish32 measures Publish on SQLite from 32 goroutines at once:
 // group commit merges their calls into shared transactions.
 func BenchmarkPublish32(b *testing.B) {
