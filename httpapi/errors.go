@@ -206,7 +206,7 @@ func (e *APIError) Temporary() bool {
 // through the error of [eventagg.Aggregator.Publish]:
 //
 //	invalid_event       *eventagg.ValidationError (Index, Field; Reason from the message)
-//	conflict            *eventagg.ConflictError (Index; Key when [Client.Publish] sent the batch)
+//	conflict            *eventagg.ConflictError (Index; Key when Client.Publish sent the batch)
 //	queue_full          eventagg.ErrQueueFull
 //	shutting_down       eventagg.ErrClosed
 //	store_unavailable   eventagg.ErrStore
