@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -84,6 +85,7 @@ type Aggregator struct {
 	cancel context.CancelFunc
 
 	queue   chan *request
+	pending atomic.Int64 // calls queued and not answered yet
 	acks    chan written // committed batches waiting to be durable, in commit order
 	mu      sync.RWMutex // guards closed against senders.Add
 	closed  bool
@@ -95,9 +97,16 @@ type Aggregator struct {
 
 // request is one Publish call waiting for the writer.
 type request struct {
-	ctx    context.Context
-	events []Event
-	reply  chan reply // buffered; receives exactly one reply
+	ctx     context.Context
+	events  []Event
+	reply   chan reply    // buffered; receives exactly one reply, through answer
+	pending *atomic.Int64 // the Aggregator's count of calls queued and not answered
+}
+
+// answer sends r its one reply.
+func (r *request) answer(rep reply) {
+	r.reply <- rep
+	r.pending.Add(-1)
 }
 
 type reply struct {
@@ -191,7 +200,7 @@ func (a *Aggregator) Publish(ctx context.Context, events ...Event) (Result, erro
 		return Result{Outcomes: []Outcome{}}, nil
 	}
 
-	req := &request{ctx: ctx, events: slices.Clone(events), reply: make(chan reply, 1)}
+	req := &request{ctx: ctx, events: slices.Clone(events), reply: make(chan reply, 1), pending: &a.pending}
 	var now time.Time
 	for i := range req.events {
 		if req.events[i].Timestamp.IsZero() {
@@ -215,11 +224,18 @@ func (a *Aggregator) Publish(ctx context.Context, events ...Event) (Result, erro
 // enqueue hands req to the writer, waiting for room if the queue is full.
 func (a *Aggregator) enqueue(ctx context.Context, req *request) error {
 	defer a.senders.Done()
+	a.pending.Add(1) // before the writer can take it
 	select {
 	case a.queue <- req:
 		return nil
 	default: // full: wait
 	}
+	queued := false
+	defer func() {
+		if !queued {
+			a.pending.Add(-1)
+		}
+	}()
 	var timeout <-chan time.Time
 	if a.qTimeout > 0 {
 		t := time.NewTimer(a.qTimeout)
@@ -228,6 +244,7 @@ func (a *Aggregator) enqueue(ctx context.Context, req *request) error {
 	}
 	select {
 	case a.queue <- req:
+		queued = true
 		return nil
 	case <-a.closing:
 		return ErrClosed
@@ -307,7 +324,7 @@ func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
 	live := make([]*request, 0, len(reqs)) // the acker's, once sent
 	for _, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
-			r.reply <- reply{err: err} // the caller has gone; write nothing for it
+			r.answer(reply{err: err}) // the caller has gone; write nothing for it
 			continue
 		}
 		live = append(live, r)
@@ -315,7 +332,7 @@ func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
 	for len(live) > 0 {
 		if a.ctx.Err() != nil { // Shutdown gave up: write nothing more
 			for _, r := range live {
-				r.reply <- reply{err: ErrClosed}
+				r.answer(reply{err: ErrClosed})
 			}
 			return batch
 		}
@@ -346,7 +363,7 @@ func refuse(live []*request, ce *ConflictError) []*request {
 	off := 0
 	for i, r := range live {
 		if ce.Index < off+len(r.events) {
-			r.reply <- reply{err: &ConflictError{Index: ce.Index - off, Key: ce.Key}}
+			r.answer(reply{err: &ConflictError{Index: ce.Index - off, Key: ce.Key}})
 			return slices.Delete(live, i, i+1)
 		}
 		off += len(r.events)
@@ -378,7 +395,7 @@ func (a *Aggregator) answer(w written) {
 			slog.Int("events", events), slog.Int("calls", len(w.reqs)), slog.Any("error", w.err))
 		err := fmt.Errorf("%w: %w", ErrStore, w.err)
 		for _, r := range w.reqs {
-			r.reply <- reply{err: err}
+			r.answer(reply{err: err})
 		}
 		return
 	}
@@ -405,7 +422,7 @@ func (a *Aggregator) answer(w written) {
 			}
 		}
 		off += len(r.events)
-		r.reply <- reply{res: res}
+		r.answer(reply{res: res})
 	}
 }
 
@@ -516,9 +533,15 @@ func (a *Aggregator) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
+	if a.pending.Load() == 0 {
+		// Every call is answered: the drain is done, though the writer
+		// may not have seen the closed queue yet.
+		a.cancel()
+		return nil
+	}
 	a.cancel()
 	for r := range a.queue { // the writer may be stuck in the store
-		r.reply <- reply{err: ErrClosed}
+		r.answer(reply{err: ErrClosed})
 	}
 	return ctx.Err()
 }

@@ -171,3 +171,22 @@ func TestRejectConflictsRefusesOnlyTheCall(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownWithNothingQueued: with every call answered, Shutdown returns
+// nil even when its context has already ended.
+func TestShutdownWithNothingQueued(t *testing.T) {
+	for range 50 {
+		agg, err := eventagg.New(eventagg.NewMemoryStore(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := agg.Publish(t.Context(), event("t", "1")); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := agg.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown(ended ctx) with nothing queued = %v, want nil", err)
+		}
+	}
+}

@@ -144,7 +144,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.queueTimeout, "queue-timeout", time.Second, "how long a publish waits for room in a full queue before 503")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for requests under way and the publish queue to drain")
 	fs.Int64Var(&c.maxDBSize, "max-db-size", 0, "SQLite only: cap on the database file, in `bytes`; past it publishes get 503 as on a full disk (0: no cap)")
-	fs.DurationVar(&c.busyTimeout, "busy-timeout", 5*time.Second, "SQLite only: how long a write waits for a database lock held by another process")
+	fs.DurationVar(&c.busyTimeout, "busy-timeout", eventagg.DefaultBusyTimeout, "SQLite only: how long a write waits for a database lock held by another process")
 	fs.DurationVar(&c.readHeader, "read-header-timeout", 10*time.Second, "time a client has to send the request headers")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time a client has to send a whole request, body included")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", httpapi.DefaultWriteTimeout, "how long an answer waits for the client to take more of it before the connection is cut")
