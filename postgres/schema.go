@@ -11,7 +11,7 @@ import (
 )
 
 // schemaVersion is the version of the tables this package reads and writes.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // migrations[v] moves a schema from version v to v+1. {schema} stands for the
 // quoted schema name. Versions are recorded in the table eventagg_schema; add
@@ -43,6 +43,17 @@ CREATE TABLE {schema}.counters (
 	duplicate_dropped bigint NOT NULL,
 	PRIMARY KEY (topic, shard)
 );
+`,
+	// Conflicts: a later copy of a key whose payload differs from the stored
+	// copy's. phash is the payload's digest (driver.PayloadHash; that of the
+	// empty payload for none), which Append compares instead of the payload.
+	// Events stored before version 2 have none and are compared by their
+	// payload bytes; so are those that a replica of the previous version
+	// stores while the others are upgraded, since it leaves phash NULL, and
+	// the DEFAULT counts none of its duplicates as conflicts.
+	1: `
+ALTER TABLE {schema}.events ADD COLUMN phash bytea;
+ALTER TABLE {schema}.counters ADD COLUMN conflicts bigint NOT NULL DEFAULT 0;
 `,
 }
 
