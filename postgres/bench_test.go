@@ -38,7 +38,7 @@ func BenchmarkAppendTwoReplicas(b *testing.B) {
 				wg.Go(func() {
 					for i := r; i < b.N; i += len(stores) {
 						batch := gens[r].Batch(size, storetest.DuplicateRatio)
-						if _, err := stores[r].Append(ctx, batch); err != nil {
+						if _, err := stores[r].Append(ctx, batch, eventagg.AppendOptions{}); err != nil {
 							b.Errorf("replica %d: Append: %v", r, err)
 							return
 						}

@@ -39,30 +39,60 @@
 // role without CREATE on the database needs it made beforehand:
 //
 //	eventagg_schema   the schema version, one row
-//	events            seq, topic, event_id, ts, source, payload
+//	events            seq, topic, event_id, ts, source, payload, phash
 //	events_seq        the sequence that numbers events
-//	counters          received, unique_processed, duplicate_dropped per (topic, shard)
+//	counters          received, unique_processed, duplicate_dropped, conflicts per (topic, shard)
 //
 // Topic and EventID are text in the "C" collation, so keys are compared byte
 // for byte. The timestamp is a bigint of nanoseconds since the Unix epoch
 // (timestamptz keeps only microseconds); to_timestamp(ts / 1e9) reads it.
 // The payload is bytea, holding the JSON exactly as published (jsonb would
-// rewrite it), or NULL for none.
+// rewrite it), or NULL for none. phash is the payload's digest
+// ([driver.PayloadHash]: the first 16 bytes of its SHA-256, that of the
+// empty payload for none), by which a later copy of the key is compared.
 //
 // Open creates and upgrades the schema in one transaction, holding the
 // schema's advisory lock (pg_advisory_xact_lock on a 64-bit key hashed from
-// the schema name), so that replicas starting at once migrate it once. It records the schema version and refuses a schema
-// written by a newer eventagg, or one holding an events, counters or
-// events_seq relation that eventagg did not create. Other tables may share the
-// schema.
+// the schema name), so that replicas starting at once migrate it once. It
+// records the schema version and refuses a schema written by a newer
+// eventagg, or one holding an events, counters or events_seq relation that
+// eventagg did not create. Other tables may share the schema.
+//
+// # Upgrading from schema version 1
+//
+// Schema version 2 adds events.phash and counters.conflicts. The first Open
+// by this version adds both columns, which takes a moment whatever the size
+// of the tables: no row is rewritten. Events stored before have no digest
+// (phash is NULL) and are compared by their payload bytes instead; the
+// counters keep their values, with no conflicts counted.
+//
+// Replicas of the previous version that are still running keep appending
+// and listing: the events they store have no digest either, and the
+// duplicates they count are not counted as conflicts. Their Ping fails,
+// naming the newer schema version, and they cannot Open the schema again,
+// so upgrade every replica.
 //
 // # Append
 //
 // [Store.Append] costs one round trip and one transaction: it takes the
-// schema's advisory lock, reserves a block of sequence numbers, inserts the
-// first copy of each key of the batch with INSERT ... ON CONFLICT DO NOTHING
-// from arrays (unnest), adds to the counters, and commits. Later copies within
-// the batch are dropped before they reach PostgreSQL ([eventagg.FirstInBatch]).
+// schema's advisory lock; then one statement reserves a block of sequence
+// numbers, looks up, in the unique index, the stored copy of each key of
+// the batch (arrays passed with unnest), compares its digest with the new
+// copy's, inserts the first copy of each new key, adds to the counters, and
+// returns the outcome of each event that is not a duplicate; the
+// transaction commits. A later copy of a key within the batch
+// ([driver.FirstInBatch]) is compared with the first copy before the batch
+// is sent and, if it differs, with the stored copy too: only the payloads of
+// such copies travel besides those of the first copies. The statement runs
+// with its generic plan (plan_cache_mode is force_generic_plan for the
+// transaction), planned once per connection.
+//
+// A later copy of a stored key is an [eventagg.Duplicate] if its payload
+// has the stored copy's digest, and an [eventagg.Conflict] otherwise; the
+// stored copy stays as it is. With [eventagg.AppendOptions].RejectConflicts,
+// a batch that holds a conflict stores and counts nothing: its transaction
+// commits having only used up sequence numbers, and Append returns an
+// [*eventagg.ConflictError] naming the first conflicting event.
 //
 // # Listing order across replicas
 //
@@ -92,16 +122,18 @@
 // so an event could stay unlisted after Publish returned; it also needs the
 // sequence numbers drawn in transaction id order, which brings a lock back.
 //
-// Sequence numbers have gaps: duplicates and failed Appends use up numbers too.
+// Sequence numbers have gaps: duplicates, rejected batches and failed Appends
+// use up numbers too.
 //
 // # Counters
 //
 // Each topic's counters are spread over [Options].CounterShards rows; each
-// Append adds to one, chosen at random, in the same transaction as its events,
-// and [Store.Stats] sums them in one query. Since the append lock already
-// orders Appends, sharding does not speed them up today; it keeps each
-// topic's counters from being one row rewritten by every Append of every
-// replica.
+// Append adds to one, chosen at random, in the same statement as it inserts
+// its events, and [Store.Stats] sums them in one query. conflicts is a part
+// of duplicate_dropped: received = unique_processed + duplicate_dropped
+// holds in every row. Since the append lock already orders Appends,
+// sharding does not speed them up today; it keeps each topic's counters
+// from being one row rewritten by every Append of every replica.
 //
 // # Durability
 //

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,9 +11,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/driver"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -61,7 +62,7 @@ type Store struct {
 	shards  int
 	lockKey int64 // advisory lock taken by Append and by migrations
 
-	appendSQL, listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL string
+	lockSQL, appendSQL, appendLaterSQL, listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL string
 
 	closed atomic.Bool
 	once   sync.Once
@@ -157,44 +158,113 @@ func quoteLiteral(s string) string {
 
 func (s *Store) prepareSQL() {
 	seq := quoteLiteral(s.quoted + ".events_seq")
-	// appendSQL inserts the first copy of each key of a batch and adds to the
-	// counters in one statement. It runs after pg_advisory_xact_lock(lockKey)
-	// in the same transaction, so that the block of sequence numbers it
-	// reserves is above every number reserved by a transaction that has not
-	// committed yet. Parameters: $1 number of events, $2-$6 their columns,
-	// $7 counter shard, $8-$9 events received per topic (in-batch copies
-	// included). It returns the ordinals (1-based) of the events inserted.
-	s.appendSQL = s.expand(`WITH b AS MATERIALIZED (
-	SELECT setval(` + seq + `, nextval(` + seq + `) + $1::int8 - 1) - $1::int8 AS base
+	// lockSQL takes the append lock. It also makes PostgreSQL run the append
+	// statement, next in the transaction, with its generic plan, made once
+	// per connection: with the default plan_cache_mode, PostgreSQL would
+	// plan it afresh for every small batch (the generic plan's estimate is
+	// for more events than that), which costs more than running it.
+	// set_config with is_local true lasts until the end of the transaction,
+	// as SET LOCAL does.
+	s.lockSQL = `SELECT pg_advisory_xact_lock($1), set_config('plan_cache_mode', 'force_generic_plan', true)`
+
+	// The append statement decides the outcome of every event of a batch,
+	// inserts the first copy of each new key and adds to the counters. It
+	// runs after lockSQL in the same transaction, so that its snapshot,
+	// taken at its start, holds every event committed before, and the block
+	// of sequence numbers it reserves is above every number reserved by a
+	// transaction that has not committed yet.
+	//
+	// Parameters: $1 the number of first copies of keys in the batch, $2-$7
+	// their columns, phash being driver.PayloadHash of the payload;
+	// $8 RejectConflicts; $9 the counter shard. appendLaterSQL, for batches
+	// that hold later copies of their keys, also takes $10-$15: their topic
+	// and event_id, the ordinal (1-based) of the first copy of their key,
+	// whether their payload is the first copy's (the caller compares them),
+	// and, when it is not, their phash and payload. appendSQL, without them,
+	// is the common case, and cheaper to run.
+	//
+	// A status is 0 for a new key, 1 for a duplicate, 2 for a conflict. f
+	// gives each first copy its status from the stored copy of its key, if
+	// any, looked up in the unique index one row at a time (a join could be
+	// planned as a scan of every event). The statement's snapshot holds no
+	// row that ins inserts. A stored copy without phash, stored before
+	// schema version 2 or by a replica of that version, is compared by its
+	// payload bytes. A later copy with the payload of its key's first copy
+	// has the first copy's status, but duplicate for new; one with another
+	// payload is compared with the stored copy, or else conflicts with the
+	// first copy, which is stored now. o holds the status of every event.
+	// With $8, a conflict anywhere makes rej true, and nothing is inserted
+	// or counted.
+	//
+	// ins inserts without ON CONFLICT: under the append lock no other Append
+	// can have stored a key since f looked it up (a writer that does not take
+	// the lock would make the statement fail with a unique violation).
+	//
+	// The statement returns, for the events that are not duplicates, the
+	// ordinal of their row (first copies 1..$1, later copies $1 + their
+	// ordinal) and the Seq they were stored with, 0 for a conflict.
+	const (
+		first = `WITH b AS MATERIALIZED (
+	SELECT setval({seq}, nextval({seq}) + $1::int8 - 1) - $1::int8 AS base
+), f AS MATERIALIZED (
+	SELECT f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, coalesce((
+		SELECT CASE WHEN CASE WHEN e.phash IS NULL THEN e.payload IS NOT DISTINCT FROM f.payload ELSE e.phash = f.phash END THEN 1 ELSE 2 END
+		FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 0) AS status
+	FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[], $7::bytea[])
+		WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord)
+)`
+		firstOnly = `, o AS NOT MATERIALIZED (
+	SELECT ord, topic, status FROM f
+)`
+		later = `, fs AS MATERIALIZED (
+	SELECT array_agg(status ORDER BY ord) AS status FROM f
+), l AS MATERIALIZED (
+	SELECT $1::int8 + l.ord AS ord, l.topic, CASE
+		WHEN l.same THEN CASE (SELECT fs.status[l.first] FROM fs) WHEN 2 THEN 2 ELSE 1 END
+		ELSE coalesce((
+			SELECT CASE WHEN CASE WHEN e.phash IS NULL THEN e.payload IS NOT DISTINCT FROM l.payload ELSE e.phash = l.phash END THEN 1 ELSE 2 END
+			FROM {schema}.events e WHERE e.topic = l.topic AND e.event_id = l.event_id), 2)
+		END AS status
+	FROM unnest($10::text[], $11::text[], $12::int8[], $13::bool[], $14::bytea[], $15::bytea[])
+		WITH ORDINALITY AS l (topic, event_id, first, same, phash, payload, ord)
+), o AS MATERIALIZED (
+	SELECT ord, topic, status FROM f UNION ALL SELECT ord, topic, status FROM l
+)`
+		write = `, rej AS MATERIALIZED (
+	SELECT $8::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected
 ), ins AS (
-	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload)
-	SELECT b.base + t.ord, t.topic, t.event_id, t.ts, t.source, t.payload
-	FROM b, unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[])
-		WITH ORDINALITY AS t (topic, event_id, ts, source, payload, ord)
-	ON CONFLICT (topic, event_id) DO NOTHING
-	RETURNING seq, topic
+	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash)
+	SELECT b.base + f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash
+	FROM b, f, rej WHERE f.status = 0 AND NOT rej.rejected
 ), cnt AS (
-	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped)
-	SELECT r.topic, $7::int4, r.received, coalesce(n.n, 0), r.received - coalesce(n.n, 0)
-	FROM unnest($8::text[], $9::int8[]) AS r (topic, received)
-	LEFT JOIN (SELECT topic, count(*) AS n FROM ins GROUP BY topic) AS n ON n.topic = r.topic
+	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
+	SELECT o.topic, $9::int4, count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
+		count(*) FILTER (WHERE status = 2)
+	FROM o, rej WHERE NOT rej.rejected GROUP BY o.topic
 	ON CONFLICT (topic, shard) DO UPDATE SET
 		received = c.received + excluded.received,
 		unique_processed = c.unique_processed + excluded.unique_processed,
-		duplicate_dropped = c.duplicate_dropped + excluded.duplicate_dropped
+		duplicate_dropped = c.duplicate_dropped + excluded.duplicate_dropped,
+		conflicts = c.conflicts + excluded.conflicts
 )
-SELECT ins.seq - b.base FROM ins, b`)
+SELECT o.ord, CASE WHEN o.status = 0 THEN b.base + o.ord ELSE 0 END FROM o, b, rej
+WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
+	)
+	expand := func(sql string) string { return s.expand(strings.ReplaceAll(sql, "{seq}", seq)) }
+	s.appendSQL = expand(first + firstOnly + write)
+	s.appendLaterSQL = expand(first + later + write)
 	const cols = `SELECT seq, topic, event_id, ts, source, payload FROM {schema}.events `
 	s.listSQL = s.expand(cols + `WHERE seq > $1 ORDER BY seq LIMIT $2`)
 	s.listTopicSQL = s.expand(cols + `WHERE topic = $3 AND seq > $1 ORDER BY seq LIMIT $2`)
 	s.statsSQL = s.expand(`SELECT topic, sum(received)::int8, sum(unique_processed)::int8,
-	sum(duplicate_dropped)::int8 FROM {schema}.counters GROUP BY topic`)
+	sum(duplicate_dropped)::int8, sum(conflicts)::int8 FROM {schema}.counters GROUP BY topic`)
 	// The totals come first, with a NULL topic, then the page of topics.
 	s.queryStatsSQL = s.expand(`WITH t AS (SELECT topic, sum(received)::int8 AS r, sum(unique_processed)::int8 AS u,
-	sum(duplicate_dropped)::int8 AS d FROM {schema}.counters GROUP BY topic)
-SELECT NULL::text, count(*)::int8, coalesce(sum(r), 0)::int8, coalesce(sum(u), 0)::int8, coalesce(sum(d), 0)::int8 FROM t
+	sum(duplicate_dropped)::int8 AS d, sum(conflicts)::int8 AS c FROM {schema}.counters GROUP BY topic)
+SELECT NULL::text, count(*)::int8, coalesce(sum(r), 0)::int8, coalesce(sum(u), 0)::int8,
+	coalesce(sum(d), 0)::int8, coalesce(sum(c), 0)::int8 FROM t
 UNION ALL
-(SELECT topic, 0, r, u, d FROM t WHERE topic > $1 ORDER BY topic LIMIT $2)`)
+(SELECT topic, 0, r, u, d, c FROM t WHERE topic > $1 ORDER BY topic LIMIT $2)`)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
 }
 
@@ -202,80 +272,155 @@ UNION ALL
 func (s *Store) Schema() string { return s.schema }
 
 // Append implements [eventagg.Store.Append] in one transaction and one round
-// trip: it takes the schema's append lock, inserts the first copy of each key
-// with ON CONFLICT DO NOTHING, adds to one counter shard of each topic, and
-// commits. It returns after PostgreSQL acknowledged the commit.
+// trip: it takes the schema's append lock, then one statement finds which
+// keys of the batch are stored already and compares their payloads'
+// digests, inserts the first copy of each new key, and adds to one counter
+// shard of each topic; the transaction commits. It returns after PostgreSQL
+// acknowledged the commit. With opts.RejectConflicts, a batch holding a
+// conflict commits without having stored or counted anything, and Append
+// returns a [*eventagg.ConflictError].
 //
 // If the connection fails or ctx ends while the commit is in flight, Append
 // returns an error although the batch may have been stored; see the package
 // documentation.
-func (s *Store) Append(ctx context.Context, events []eventagg.Event) ([]bool, error) {
+func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventagg.AppendOptions) ([]eventagg.Outcome, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if s.closed.Load() {
 		return nil, eventagg.ErrClosed
 	}
-	isNew := make([]bool, len(events))
+	outcomes := make([]eventagg.Outcome, len(events))
 	if len(events) == 0 {
-		return isNew, nil
+		return outcomes, nil
 	}
-	first := eventagg.FirstInBatch(events)
-	var (
-		index    []int // index[ord-1] is the position in events of the row of ordinal ord
-		topics   []string
-		ids      []string
-		ts       []int64
-		sources  []string
-		payloads [][]byte
-		received = make(map[string]int64, 1)
-	)
-	for i := range events {
-		e := &events[i]
-		received[e.Topic]++
-		if !first[i] {
-			continue
-		}
-		index = append(index, i)
-		topics = append(topics, e.Topic)
-		ids = append(ids, e.EventID)
-		ts = append(ts, e.Timestamp.UnixNano())
-		sources = append(sources, e.Source)
-		var p []byte
-		if len(e.Payload) > 0 {
-			p = e.Payload
-		}
-		payloads = append(payloads, p)
+	for i := range outcomes {
+		outcomes[i].Status = eventagg.Duplicate // unless the statement returns its row
 	}
-	counted := make([]string, 0, len(received))
-	counts := make([]int64, 0, len(received))
-	for topic, n := range received {
-		counted = append(counted, topic)
-		counts = append(counts, n)
+	b := newAppendBatch(events)
+	sql, args := s.appendSQL, []any{int64(len(b.first)), b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes,
+		opts.RejectConflicts, int32(rand.IntN(s.shards))}
+	if len(b.later) > 0 {
+		sql = s.appendLaterSQL
+		args = append(args, b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes, b.laterPayloads)
 	}
-
-	var b pgx.Batch
-	b.Queue(`SELECT pg_advisory_xact_lock($1)`, s.lockKey)
-	b.Queue(s.appendSQL, int64(len(index)), topics, ids, ts, sources, payloads,
-		int32(rand.IntN(s.shards)), counted, counts).Query(func(rows pgx.Rows) error {
+	var q pgx.Batch
+	q.Queue(s.lockSQL, s.lockKey)
+	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
-			var ord int64
-			if err := rows.Scan(&ord); err != nil {
+			var ord, seq int64
+			if err := rows.Scan(&ord, &seq); err != nil {
 				return err
 			}
-			if ord < 1 || ord > int64(len(index)) {
-				return fmt.Errorf("postgres: insert returned ordinal %d of %d", ord, len(index))
+			i, ok := b.index(ord)
+			if !ok {
+				return fmt.Errorf("postgres: append returned ordinal %d of %d", ord, len(events))
 			}
-			isNew[index[ord-1]] = true
+			if seq > 0 {
+				outcomes[i] = eventagg.Outcome{Status: eventagg.Stored, Seq: seq}
+			} else {
+				outcomes[i].Status = eventagg.Conflict
+			}
 		}
 		return rows.Err()
 	})
 	// Without BEGIN, the batch runs as one implicit transaction that commits
 	// at its end; Close returns when the commit is acknowledged.
-	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+	if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
 		return nil, s.fail(ctx, err)
 	}
-	return isNew, nil
+	if opts.RejectConflicts {
+		for i := range outcomes {
+			if outcomes[i].Status == eventagg.Conflict {
+				return nil, &eventagg.ConflictError{Index: i, Key: events[i].Key()}
+			}
+		}
+	}
+	return outcomes, nil
+}
+
+// appendBatch holds the parameters of the append statement for a batch: the
+// columns of the first copy of each key, and what the later copies, if any,
+// are compared with.
+type appendBatch struct {
+	first    []int // first[ord-1] is the position in the batch of the first copy of ordinal ord
+	topics   []string
+	ids      []string
+	ts       []int64
+	sources  []string
+	payloads [][]byte
+	hashes   [][]byte
+
+	later         []int // later[ord-1] is the position in the batch of the later copy of ordinal ord
+	laterTopics   []string
+	laterIDs      []string
+	laterFirst    []int64 // the ordinal of the first copy of its key
+	laterSame     []bool  // whether its payload is the first copy's
+	laterHashes   [][]byte
+	laterPayloads [][]byte // when not the same as the first copy's
+}
+
+// newAppendBatch splits events into the first copies of their keys and the
+// later ones, and compares each later copy's payload with its first copy's.
+func newAppendBatch(events []eventagg.Event) *appendBatch {
+	isFirst := driver.FirstInBatch(events)
+	b := &appendBatch{first: make([]int, 0, len(events))}
+	for i, first := range isFirst {
+		if first {
+			b.first = append(b.first, i)
+		} else {
+			b.later = append(b.later, i)
+		}
+	}
+	n := len(b.first)
+	b.topics, b.ids, b.sources = make([]string, n), make([]string, n), make([]string, n)
+	b.ts, b.payloads, b.hashes = make([]int64, n), make([][]byte, n), make([][]byte, n)
+	for ord, i := range b.first {
+		e := &events[i]
+		b.topics[ord], b.ids[ord], b.sources[ord] = e.Topic, e.EventID, e.Source
+		b.ts[ord] = e.Timestamp.UnixNano()
+		if len(e.Payload) > 0 {
+			b.payloads[ord] = e.Payload // NULL for none
+		}
+		b.hashes[ord] = driver.PayloadHash(e.Payload)
+	}
+	if len(b.later) == 0 {
+		return b
+	}
+	ords := make(map[eventagg.Key]int, n)
+	for ord, i := range b.first {
+		ords[events[i].Key()] = ord
+	}
+	m := len(b.later)
+	b.laterTopics, b.laterIDs = make([]string, m), make([]string, m)
+	b.laterFirst, b.laterSame = make([]int64, m), make([]bool, m)
+	b.laterHashes, b.laterPayloads = make([][]byte, m), make([][]byte, m)
+	for j, i := range b.later {
+		e := &events[i]
+		ord := ords[e.Key()]
+		b.laterTopics[j], b.laterIDs[j] = e.Topic, e.EventID
+		b.laterFirst[j] = int64(ord) + 1
+		b.laterSame[j] = bytes.Equal(e.Payload, events[b.first[ord]].Payload)
+		if !b.laterSame[j] {
+			b.laterHashes[j] = driver.PayloadHash(e.Payload)
+			if len(e.Payload) > 0 {
+				b.laterPayloads[j] = e.Payload
+			}
+		}
+	}
+	return b
+}
+
+// index returns the position in the batch of the event of an ordinal that
+// the append statement returned.
+func (b *appendBatch) index(ord int64) (int, bool) {
+	switch n := int64(len(b.first)); {
+	case ord >= 1 && ord <= n:
+		return b.first[ord-1], true
+	case ord > n && ord <= n+int64(len(b.later)):
+		return b.later[ord-n-1], true
+	}
+	return 0, false
 }
 
 // fail turns an error of the pool into ErrClosed after Close, and names the
@@ -298,7 +443,7 @@ func (s *Store) fail(ctx context.Context, err error) error {
 // reader that pages with Query.After never skips an event stored later by
 // another replica. See the package documentation.
 func (s *Store) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error] {
-	return eventagg.Paginate(q, pageSize, func(dst []eventagg.Event, after int64, n int) ([]eventagg.Event, error) {
+	return driver.Paginate(q, pageSize, func(dst []eventagg.Event, after int64, n int) ([]eventagg.Event, error) {
 		return s.page(ctx, dst, q.Topic, after, n)
 	})
 }
@@ -335,7 +480,7 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 		if err := rows.Scan(&e.Seq, &e.Topic, &e.EventID, &ns, &e.Source, &payload); err != nil {
 			return dst, err
 		}
-		e.Timestamp = time.Unix(0, ns).UTC()
+		e.Timestamp = driver.FromNanos(ns)
 		e.Payload = payload
 		dst = append(dst, e)
 		size += len(payload)
@@ -366,7 +511,7 @@ func (s *Store) Stats(ctx context.Context) (eventagg.Stats, error) {
 			topic string
 			c     eventagg.Counts
 		)
-		if err := rows.Scan(&topic, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped); err != nil {
+		if err := rows.Scan(&topic, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped, &c.Conflicts); err != nil {
 			return eventagg.Stats{}, err
 		}
 		st.Topics[topic] = c
@@ -401,7 +546,7 @@ func (s *Store) QueryStats(ctx context.Context, q eventagg.StatsQuery) (eventagg
 			n     int64
 			c     eventagg.Counts
 		)
-		if err := rows.Scan(&topic, &n, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped); err != nil {
+		if err := rows.Scan(&topic, &n, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped, &c.Conflicts); err != nil {
 			return eventagg.Stats{}, err
 		}
 		if topic == nil {

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/driver"
 	"github.com/eventagg/eventagg/postgres"
 	"github.com/eventagg/eventagg/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -146,11 +148,15 @@ func TestOpenConcurrently(t *testing.T) {
 		if err := s.Ping(t.Context()); err != nil {
 			t.Errorf("Ping #%d error: %v", i, err)
 		}
-		isNew, err := s.Append(t.Context(), []eventagg.Event{event("t", "x")})
+		want := eventagg.Duplicate
+		if i == 0 {
+			want = eventagg.Stored
+		}
+		outcomes, err := s.Append(t.Context(), []eventagg.Event{event("t", "x")}, eventagg.AppendOptions{})
 		if err != nil {
 			t.Fatalf("Append #%d error: %v", i, err)
 		}
-		if diff := cmp.Diff([]bool{i == 0}, isNew); diff != "" {
+		if diff := cmp.Diff([]eventagg.Status{want}, statuses(outcomes)); diff != "" {
 			t.Errorf("Append #%d mismatch (-want +got):\n%s", i, diff)
 		}
 	}
@@ -190,11 +196,11 @@ func TestOpenOtherTablesAllowed(t *testing.T) {
 	exec(t, dsn, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize())
 	exec(t, dsn, `CREATE TABLE `+pgx.Identifier{schema, "mine"}.Sanitize()+` (id int)`)
 	s := MustOpen(t, dsn, schema)
-	isNew, err := s.Append(t.Context(), []eventagg.Event{event("t", "1"), event("t", "1")})
+	outcomes, err := s.Append(t.Context(), []eventagg.Event{event("t", "1"), event("t", "1")}, eventagg.AppendOptions{})
 	if err != nil {
 		t.Fatalf("Append error: %v", err)
 	}
-	if diff := cmp.Diff([]bool{true, false}, isNew); diff != "" {
+	if diff := cmp.Diff([]eventagg.Status{eventagg.Stored, eventagg.Duplicate}, statuses(outcomes)); diff != "" {
 		t.Errorf("Append mismatch (-want +got):\n%s", diff)
 	}
 }
@@ -227,7 +233,7 @@ func TestAppendErrorStoresNothing(t *testing.T) {
 	dsn := testDSN(t)
 	s := MustOpen(t, dsn, newSchema(t, dsn))
 	ctx := t.Context()
-	if _, err := s.Append(ctx, []eventagg.Event{event("t", "1")}); err != nil {
+	if _, err := s.Append(ctx, []eventagg.Event{event("t", "1")}, eventagg.AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	before, err := s.Stats(ctx)
@@ -239,8 +245,8 @@ func TestAppendErrorStoresNothing(t *testing.T) {
 	// the batch reaches the database.
 	bad := []eventagg.Event{event("t", "2"), event("u", "3"), event("t", "1")}
 	bad[1].Source = "nul\x00"
-	if isNew, err := s.Append(ctx, bad); err == nil {
-		t.Fatalf("Append(source with NUL) = %v, nil; want an error", isNew)
+	if outcomes, err := s.Append(ctx, bad, eventagg.AppendOptions{}); err == nil {
+		t.Fatalf("Append(source with NUL) = %v, nil; want an error", outcomes)
 	}
 	after, err := s.Stats(ctx)
 	if err != nil {
@@ -254,11 +260,11 @@ func TestAppendErrorStoresNothing(t *testing.T) {
 	}
 	// The store still works, and the numbers burnt by the failure leave a gap
 	// that listing does not mind.
-	isNew, err := s.Append(ctx, bad[:1])
+	outcomes, err := s.Append(ctx, bad[:1], eventagg.AppendOptions{})
 	if err != nil {
 		t.Fatalf("Append after failure error: %v", err)
 	}
-	if diff := cmp.Diff([]bool{true}, isNew); diff != "" {
+	if diff := cmp.Diff([]eventagg.Status{eventagg.Stored}, statuses(outcomes)); diff != "" {
 		t.Errorf("Append after failure mismatch (-want +got):\n%s", diff)
 	}
 	if got := listAll(t, s, eventagg.Query{}); len(got) != 2 {
@@ -284,6 +290,62 @@ func TestPing(t *testing.T) {
 	}
 }
 
+// TestLaterCopies covers the copies of a key within one call, after a first
+// copy that is new, a duplicate or a conflict, and the digest stored with
+// each event.
+func TestLaterCopies(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	s := MustOpen(t, dsn, schema)
+	a := withPayload(event("t", "a"), `{"v":1}`)
+	none := withPayload(event("t", "none"), "")
+	if diff := cmp.Diff([]eventagg.Status{S, S, D}, appendStatuses(t, s, a, none, none)); diff != "" {
+		t.Errorf("first Append (-want +got):\n%s", diff)
+	}
+	if h := phash(t, dsn, schema, none.Key()); !bytes.Equal(h, driver.PayloadHash(nil)) {
+		t.Errorf("phash of an event without payload = %x, want the digest of the empty payload", h)
+	}
+	v := func(e eventagg.Event, p string) eventagg.Event { return withPayload(e, p) }
+	k := event("t", "k")
+	for _, tt := range []struct {
+		name  string
+		batch []eventagg.Event
+		want  []eventagg.Status
+	}{
+		{"after a duplicate", []eventagg.Event{a, v(a, `{"v":2}`), a}, []eventagg.Status{D, C, D}},
+		{"after a conflict", []eventagg.Event{v(a, `{"v":2}`), a, v(a, `{"v":2}`), v(a, `{"v":3}`), v(a, "")}, []eventagg.Status{C, D, C, C, C}},
+		{"after a new key", []eventagg.Event{v(k, `1`), v(k, `2`), v(k, `1`), v(k, "")}, []eventagg.Status{S, C, D, C}},
+		{"without payload", []eventagg.Event{v(none, `null`), none, v(none, `""`)}, []eventagg.Status{C, D, C}},
+	} {
+		if diff := cmp.Diff(tt.want, appendStatuses(t, s, tt.batch...)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	reject := eventagg.AppendOptions{RejectConflicts: true}
+	for _, tt := range []struct {
+		batch []eventagg.Event
+		index int
+	}{
+		{[]eventagg.Event{a, event("t", "x"), v(a, `{"v":2}`)}, 2},
+		{[]eventagg.Event{event("t", "y"), v(a, `{"v":2}`), a}, 1},
+	} {
+		outcomes, err := s.Append(t.Context(), tt.batch, reject)
+		var ce *eventagg.ConflictError
+		if !errors.As(err, &ce) || ce.Index != tt.index {
+			t.Errorf("Append(%d events, rejecting) = %v, %v; want a ConflictError for event %d", len(tt.batch), outcomes, err, tt.index)
+		}
+	}
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := eventagg.Counts{Received: 3 + 3 + 5 + 4 + 3, UniqueProcessed: 3, DuplicateDropped: 1 + 2 + 1 + 1 + 1, Conflicts: 1 + 4 + 2 + 2}
+	want.DuplicateDropped += want.Conflicts
+	if diff := cmp.Diff(want, st.Counts); diff != "" {
+		t.Errorf("Stats() (-want +got):\n%s", diff)
+	}
+}
+
 // event returns a valid event whose timestamp has nanoseconds.
 func event(topic, id string) eventagg.Event {
 	return eventagg.Event{
@@ -292,6 +354,15 @@ func event(topic, id string) eventagg.Event {
 		Timestamp: time.Date(2026, 11, 25, 12, 0, 0, 123456789, time.UTC),
 		Payload:   json.RawMessage(`{"id":"` + id + `"}`),
 	}
+}
+
+// statuses returns the statuses of outcomes.
+func statuses(outcomes []eventagg.Outcome) []eventagg.Status {
+	out := make([]eventagg.Status, len(outcomes))
+	for i, o := range outcomes {
+		out[i] = o.Status
+	}
+	return out
 }
 
 // listAll lists the events q selects and fails tb on error.
@@ -305,4 +376,47 @@ func listAll(tb testing.TB, s eventagg.Store, q eventagg.Query) []eventagg.Event
 		out = append(out, e)
 	}
 	return out
+}
+
+// withPayload returns e with payload p (none if p is empty).
+func withPayload(e eventagg.Event, p string) eventagg.Event {
+	e.Payload = nil
+	if p != "" {
+		e.Payload = json.RawMessage(p)
+	}
+	return e
+}
+
+// appendStatuses appends events and returns their statuses.
+func appendStatuses(t *testing.T, s eventagg.Store, events ...eventagg.Event) []eventagg.Status {
+	t.Helper()
+	outcomes, err := s.Append(t.Context(), events, eventagg.AppendOptions{})
+	if err != nil {
+		t.Fatalf("Append error: %v", err)
+	}
+	return statuses(outcomes)
+}
+
+// Statuses, short for the tables of the tests.
+const (
+	S = eventagg.Stored
+	D = eventagg.Duplicate
+	C = eventagg.Conflict
+)
+
+// phash returns the digest stored with an event, nil for none.
+func phash(t *testing.T, dsn, schema string, k eventagg.Key) []byte {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var h []byte
+	err = conn.QueryRow(t.Context(), `SELECT phash FROM `+pgx.Identifier{schema}.Sanitize()+`.events
+		WHERE topic = $1 AND event_id = $2`, k.Topic, k.EventID).Scan(&h)
+	if err != nil {
+		t.Fatalf("phash of %v: %v", k, err)
+	}
+	return h
 }

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,7 +35,7 @@ func TestListingUnderConcurrentWriters(t *testing.T) {
 	)
 	var (
 		mu      sync.Mutex
-		stored  = make(map[eventagg.Key]bool) // keys Append reported new
+		stored  = make(map[eventagg.Key]bool) // keys Append reported stored
 		writing sync.WaitGroup
 		done    = make(chan struct{}) // closed when every writer has returned
 	)
@@ -52,16 +53,16 @@ func TestListingUnderConcurrentWriters(t *testing.T) {
 					}
 					batch[j] = event([]string{"a", "b"}[rng.IntN(2)], id)
 				}
-				isNew, err := stores[w%2].Append(t.Context(), batch)
+				outcomes, err := stores[w%2].Append(t.Context(), batch, eventagg.AppendOptions{})
 				if err != nil {
 					t.Errorf("writer %d: Append error: %v", w, err)
 					return
 				}
 				mu.Lock()
 				for j, e := range batch {
-					if isNew[j] {
+					if outcomes[j].Status == eventagg.Stored {
 						if stored[e.Key()] {
-							t.Errorf("key %v reported new twice", e.Key())
+							t.Errorf("key %v reported stored twice", e.Key())
 						}
 						stored[e.Key()] = true
 					}
@@ -152,35 +153,42 @@ type publication struct {
 // expectation is what the acknowledged publications imply about the store.
 type expectation struct {
 	topics map[string]eventagg.Counts
-	first  map[eventagg.Key]eventagg.Event // the copy reported new, per key
+	first  map[eventagg.Key]eventagg.Event // the copy reported stored, per key
 }
 
 // expect tallies acknowledged publications, and checks that each key offered
-// was reported new by exactly one of them.
+// was reported stored by exactly one of them, and every other copy a
+// duplicate or a conflict as its payload is or is not the stored copy's.
 func expect(t *testing.T, pubs []publication) expectation {
 	t.Helper()
 	x := expectation{topics: make(map[string]eventagg.Counts), first: make(map[eventagg.Key]eventagg.Event)}
-	offered := make(map[eventagg.Key]bool)
 	for _, p := range pubs {
 		for i, e := range p.events {
-			offered[e.Key()] = true
-			c := x.topics[e.Topic]
-			c.Received++
-			if p.res.New[i] {
-				c.UniqueProcessed++
-				if _, dup := x.first[e.Key()]; dup {
-					t.Errorf("key %v reported new twice", e.Key())
-				}
-				x.first[e.Key()] = e
-			} else {
-				c.DuplicateDropped++
+			if p.res.Outcomes[i].Status != eventagg.Stored {
+				continue
 			}
-			x.topics[e.Topic] = c
+			if _, dup := x.first[e.Key()]; dup {
+				t.Errorf("key %v reported stored twice", e.Key())
+			}
+			x.first[e.Key()] = e
 		}
 	}
-	for k := range offered {
-		if _, ok := x.first[k]; !ok {
-			t.Errorf("key %v was acknowledged but never reported new", k)
+	for _, p := range pubs {
+		for i, e := range p.events {
+			got := p.res.Outcomes[i].Status
+			c := x.topics[e.Topic]
+			c.Count(got)
+			x.topics[e.Topic] = c
+			first, ok := x.first[e.Key()]
+			switch {
+			case !ok:
+				t.Errorf("key %v was acknowledged but never reported stored", e.Key())
+			case got == eventagg.Stored:
+			case got != eventagg.Duplicate && got != eventagg.Conflict:
+				t.Errorf("key %v: outcome %v", e.Key(), got)
+			case (got == eventagg.Conflict) == bytes.Equal(e.Payload, first.Payload):
+				t.Errorf("key %v: a copy with payload %s of the one stored with %s is a %v", e.Key(), e.Payload, first.Payload, got)
+			}
 		}
 	}
 	return x
@@ -193,7 +201,7 @@ type lister interface {
 }
 
 // check compares what s holds with x: each key stored once, as the copy that
-// was reported new, and counters equal to the tallies.
+// was reported stored, and counters equal to the tallies.
 func (x expectation) check(t *testing.T, name string, s lister) {
 	t.Helper()
 	got := make(map[eventagg.Key]eventagg.Event)
@@ -213,12 +221,12 @@ func (x expectation) check(t *testing.T, name string, s lister) {
 			t.Errorf("%s: key %v was acknowledged but is not stored", name, k)
 		case e.Source != want.Source || string(e.Payload) != string(want.Payload) || !e.Timestamp.Equal(want.Timestamp):
 			e.Seq = 0
-			t.Errorf("%s: key %v is not stored as the copy reported new (-want +got):\n%s", name, k, cmp.Diff(want, e))
+			t.Errorf("%s: key %v is not stored as the copy reported stored (-want +got):\n%s", name, k, cmp.Diff(want, e))
 		}
 		delete(got, k)
 	}
 	for k := range got {
-		t.Errorf("%s: key %v is stored but no acknowledged Publish reported it new", name, k)
+		t.Errorf("%s: key %v is stored but no acknowledged Publish reported it stored", name, k)
 	}
 	st, err := s.Stats(t.Context())
 	if err != nil {
@@ -236,19 +244,20 @@ func (x expectation) check(t *testing.T, name string, s lister) {
 	}
 }
 
-// payloadEvent returns an event whose payload names who published it, so
-// that the stored copy tells which publication won.
-func payloadEvent(topic, id, by string) eventagg.Event {
+// payloadEvent returns an event whose source names who published it, so
+// that the stored copy tells which publication won, with one of a few
+// payloads: a resend is a duplicate or a conflict as the payloads differ.
+func payloadEvent(topic, id, by string, variant int) eventagg.Event {
 	e := event(topic, id)
 	e.Source = by
-	e.Payload = json.RawMessage(`{"by":"` + by + `"}`)
+	e.Payload = json.RawMessage(`{"v":` + strconv.Itoa(variant) + `}`)
 	return e
 }
 
 // TestReplicasAgree runs two Aggregators on two Stores over one schema, as
 // two replicas behind a load balancer, with producers that resend the same
 // keys to either. Each key is stored once, as the copy one Publish reported
-// new, and both replicas report the same counters.
+// stored, and both replicas report the same counters.
 func TestReplicasAgree(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
@@ -272,7 +281,7 @@ func TestReplicasAgree(t *testing.T) {
 				batch := make([]eventagg.Event, 1+rng.IntN(maxSize))
 				for j := range batch {
 					by := fmt.Sprintf("p%d-%d-%d", p, i, j)
-					batch[j] = payloadEvent([]string{"x", "y", "z"}[rng.IntN(3)], strconv.Itoa(rng.IntN(keys)), by)
+					batch[j] = payloadEvent([]string{"x", "y", "z"}[rng.IntN(3)], strconv.Itoa(rng.IntN(keys)), by, rng.IntN(2))
 				}
 				res, err := aggs[(p+i)%2].Publish(t.Context(), batch...)
 				if err != nil {
@@ -333,7 +342,7 @@ func TestReplicaClosedMidLoad(t *testing.T) {
 				batch := make([]eventagg.Event, 1+rng.IntN(maxSize))
 				for j := range batch {
 					by := fmt.Sprintf("p%d-%d-%d", p, i, j)
-					batch[j] = payloadEvent([]string{"x", "y"}[rng.IntN(2)], strconv.Itoa(rng.IntN(keys)), by)
+					batch[j] = payloadEvent([]string{"x", "y"}[rng.IntN(2)], strconv.Itoa(rng.IntN(keys)), by, rng.IntN(2))
 				}
 				target := (p + i) % 2
 				res, err := aggs[target].Publish(t.Context(), batch...)
