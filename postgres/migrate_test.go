@@ -1,0 +1,170 @@
+package postgres_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/driver"
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+)
+
+// schemaV1 is the schema as version 1 of this package created it (its
+// migrations[0], {schema} standing for the quoted schema name), kept here
+// as it was so that the upgrade is tested on what that version wrote.
+const schemaV1 = `
+CREATE TABLE {schema}.eventagg_schema (
+	id      boolean PRIMARY KEY DEFAULT true CHECK (id),
+	version integer NOT NULL
+);
+-- Append reserves a block of numbers per call with setval under the append
+-- lock; the default CACHE 1 keeps the values in call order.
+CREATE SEQUENCE {schema}.events_seq AS bigint;
+CREATE TABLE {schema}.events (
+	seq      bigint PRIMARY KEY,
+	topic    text COLLATE "C" NOT NULL,
+	event_id text COLLATE "C" NOT NULL,
+	ts       bigint NOT NULL, -- nanoseconds since the Unix epoch
+	source   text NOT NULL DEFAULT '',
+	payload  bytea,           -- the JSON bytes as published; NULL for none
+	UNIQUE (topic, event_id)
+);
+CREATE INDEX events_topic_seq ON {schema}.events (topic, seq);
+CREATE TABLE {schema}.counters (
+	topic             text COLLATE "C" NOT NULL,
+	shard             integer NOT NULL,
+	received          bigint NOT NULL,
+	unique_processed  bigint NOT NULL,
+	duplicate_dropped bigint NOT NULL,
+	PRIMARY KEY (topic, shard)
+);
+`
+
+// createV1 creates schema as version 1 of this package left it after
+// storing events (their payloads as published, NULL for none) and counting
+// them over a few counter shards. It returns the events in Seq order, and
+// the counters.
+func createV1(t *testing.T, dsn, schema string) ([]eventagg.Event, map[string]eventagg.Counts) {
+	t.Helper()
+	q := pgx.Identifier{schema}.Sanitize()
+	exec(t, dsn, `CREATE SCHEMA `+q+`;`+strings.ReplaceAll(schemaV1, "{schema}", q)+
+		`;INSERT INTO `+q+`.eventagg_schema (version) VALUES (1)
+			ON CONFLICT (id) DO UPDATE SET version = excluded.version`)
+	old := []eventagg.Event{event("a", "1"), event("a", "2"), event("b", "1"), event("a", "none")}
+	old[1].Source = "old-source"
+	old[2].Timestamp = time.Unix(0, 1).UTC()
+	old[3].Payload = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for i := range old {
+		e := &old[i]
+		var payload []byte
+		if len(e.Payload) > 0 {
+			payload = e.Payload
+		}
+		err := conn.QueryRow(ctx, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, source, payload)
+			VALUES (nextval(`+quote(q+".events_seq")+`), $1, $2, $3, $4, $5) RETURNING seq`,
+			e.Topic, e.EventID, e.Timestamp.UnixNano(), e.Source, payload).Scan(&e.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Shards as several replicas with different CounterShards left them.
+	for _, c := range []struct {
+		topic             string
+		shard             int32
+		received, uniq, d int64
+	}{{"a", 0, 4, 2, 2}, {"a", 5, 2, 1, 1}, {"b", 3, 3, 1, 2}} {
+		if _, err := conn.Exec(ctx, `INSERT INTO `+q+`.counters (topic, shard, received, unique_processed, duplicate_dropped)
+			VALUES ($1, $2, $3, $4, $5)`, c.topic, c.shard, c.received, c.uniq, c.d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return old, map[string]eventagg.Counts{
+		"a": {Received: 6, UniqueProcessed: 3, DuplicateDropped: 3},
+		"b": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2},
+	}
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func TestMigrateFromVersion1(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	old, counters := createV1(t, dsn, schema)
+
+	s := MustOpen(t, dsn, schema)
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping() after the upgrade: %v", err)
+	}
+	if diff := cmp.Diff(old, listAll(t, s, eventagg.Query{})); diff != "" {
+		t.Errorf("Events() after the upgrade (-stored by version 1 +listed):\n%s", diff)
+	}
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := eventagg.Stats{Topics: counters, TopicCount: 2}
+	for _, c := range counters {
+		want.Add(c)
+	}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("Stats() after the upgrade (-counted by version 1 +now):\n%s", diff)
+	}
+	for _, e := range old {
+		if h := phash(t, dsn, schema, e.Key()); h != nil {
+			t.Errorf("event %v stored by version 1 has phash %x after the upgrade, want NULL", e.Key(), h)
+		}
+	}
+
+	// Events stored without a digest are compared by their payload bytes.
+	a1, a2, b1, none := old[0], old[1], old[2], old[3]
+	a1.Source, a1.Timestamp = "resent", time.Now() // only the payload is compared
+	got := appendStatuses(t, s,
+		a1, withPayload(a2, `{"id":"2" }`), b1, none, withPayload(none, `null`), event("a", "new"))
+	if diff := cmp.Diff([]eventagg.Status{D, C, D, D, C, S}, got); diff != "" {
+		t.Errorf("resending events stored by version 1 (-want +got):\n%s", diff)
+	}
+	// Later copies in the call: a conflict with the stored copy, then the
+	// stored payload again, then the conflicting one again.
+	got = appendStatuses(t, s, withPayload(a2, `{}`), a2, withPayload(a2, `{}`), withPayload(a2, `[]`), withPayload(a2, ""))
+	if diff := cmp.Diff([]eventagg.Status{C, D, C, C, C}, got); diff != "" {
+		t.Errorf("copies within a call of an event stored by version 1 (-want +got):\n%s", diff)
+	}
+	reject := eventagg.AppendOptions{RejectConflicts: true}
+	_, err = s.Append(t.Context(), []eventagg.Event{old[0], old[2], withPayload(old[2], `1`)}, reject)
+	var ce *eventagg.ConflictError
+	if !errors.As(err, &ce) || ce.Index != 2 || ce.Key != old[2].Key() {
+		t.Errorf("Append(conflict with an event stored by version 1, rejecting) error = %v, want a ConflictError for event 2", err)
+	}
+
+	if h := phash(t, dsn, schema, eventagg.Key{Topic: "a", EventID: "new"}); !bytes.Equal(h, driver.PayloadHash(event("a", "new").Payload)) {
+		t.Errorf("event stored after the upgrade has phash %x, want the payload's digest", h)
+	}
+	st, err = s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counters["a"] = eventagg.Counts{Received: 6 + 5 + 5, UniqueProcessed: 3 + 1, DuplicateDropped: 3 + 4 + 5, Conflicts: 2 + 4}
+	counters["b"] = eventagg.Counts{Received: 3 + 1, UniqueProcessed: 1, DuplicateDropped: 2 + 1}
+	if diff := cmp.Diff(counters, st.Topics); diff != "" {
+		t.Errorf("Stats().Topics after the resends (-want +got):\n%s", diff)
+	}
+	s.Close()
+
+	// Opening again finds the schema up to date.
+	s = MustOpen(t, dsn, schema)
+	if diff := cmp.Diff([]eventagg.Status{D, C}, appendStatuses(t, s, old[1], withPayload(old[1], `2`))); diff != "" {
+		t.Errorf("after reopening (-want +got):\n%s", diff)
+	}
+}
