@@ -375,6 +375,7 @@ func newAppendBatch(events []eventagg.Event) *appendBatch {
 	n := len(b.first)
 	b.topics, b.ids, b.sources = make([]string, n), make([]string, n), make([]string, n)
 	b.ts, b.payloads, b.hashes = make([]int64, n), make([][]byte, n), make([][]byte, n)
+	digests := make([]byte, n*driver.HashSize) // one allocation for the batch's digests
 	for ord, i := range b.first {
 		e := &events[i]
 		b.topics[ord], b.ids[ord], b.sources[ord] = e.Topic, e.EventID, e.Source
@@ -382,7 +383,9 @@ func newAppendBatch(events []eventagg.Event) *appendBatch {
 		if len(e.Payload) > 0 {
 			b.payloads[ord] = e.Payload // NULL for none
 		}
-		b.hashes[ord] = driver.PayloadHash(e.Payload)
+		h := digests[ord*driver.HashSize : (ord+1)*driver.HashSize : (ord+1)*driver.HashSize]
+		copy(h, driver.PayloadHash(e.Payload))
+		b.hashes[ord] = h
 	}
 	if len(b.later) == 0 {
 		return b
