@@ -61,10 +61,11 @@
 // # Upgrading from schema version 1
 //
 // Schema version 2 adds events.phash and counters.conflicts. The first Open
-// by this version adds both columns, which takes a moment whatever the size
-// of the tables: no row is rewritten. Events stored before have no digest
-// (phash is NULL) and are compared by their payload bytes instead; the
-// counters keep their values, with no conflicts counted.
+// by this version adds both columns without rewriting a row, so it takes a
+// moment whatever the size of the tables, though it waits for the queries
+// under way on them (ALTER TABLE locks them). Events stored before have no
+// digest (phash is NULL) and are compared by their payload bytes instead;
+// the counters keep their values, with no conflicts counted.
 //
 // Replicas of the previous version that are still running keep appending
 // and listing: the events they store have no digest either, and the
