@@ -1,19 +1,12 @@
 package eventagg
 
-import "github.com/eventagg/eventagg/internal/storekit"
-
 // Key is the identity of an event: two events with equal Keys are the same event,
 // and a store keeps only the first it accepts.
 // Both fields are compared byte for byte; no case folding or normalisation is applied.
 //
 // A later copy of a key is a [Duplicate] when its payload is the same as the
-// stored copy's, byte for byte, and a [Conflict] when it is not. Stores
-// compare payloads by their digest (package driver's PayloadHash).
+// stored copy's, byte for byte, and a [Conflict] when it is not.
 type Key struct {
 	Topic   string
 	EventID string
 }
-
-// payloadHash is the digest by which a copy's payload is compared with the
-// stored copy's.
-func payloadHash(p []byte) []byte { return storekit.PayloadHash(p) }

@@ -150,6 +150,7 @@ type SQLiteStore struct {
 	addTopic *sqlite3.Stmt
 	addCount *sqlite3.Stmt
 	topicIDs map[string]int64 // committed topics' ids, which never change; at most maxTopicIDs
+	keys     *keyCache        // digests of stored copies, for resends
 	wreader  *sqliteReader    // statements of the readers, on w; in exclusive mode only
 
 	slots chan struct{}      // one per reader that may be open
@@ -346,12 +347,10 @@ func (s *SQLiteStore) openWriter() (err error) {
 		{&s.commit, `COMMIT`},
 		{&s.rollback, `ROLLBACK`},
 		// A copy of a stored key changes nothing when its payload is the
-		// stored copy's (compared by digest, or byte for byte for events
-		// stored before digests were), and otherwise rewrites the row as it
-		// is, so that Changes tells a conflict from a duplicate.
-		{&s.insEvent, `INSERT INTO events (topic_id, event_id, ts, source, payload, phash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-			ON CONFLICT (topic_id, event_id) DO UPDATE SET phash = phash
-			WHERE CASE WHEN phash IS NULL THEN payload IS NOT excluded.payload ELSE phash IS NOT excluded.phash END`},
+		// stored copy's, byte for byte, and otherwise rewrites the row as
+		// it is, so that Changes tells a conflict from a duplicate.
+		{&s.insEvent, `INSERT INTO events (topic_id, event_id, ts, source, payload) VALUES (?1, ?2, ?3, ?4, ?5)
+			ON CONFLICT (topic_id, event_id) DO UPDATE SET ts = ts WHERE payload IS NOT excluded.payload`},
 		{&s.getTopic, `SELECT id FROM topics WHERE name = ?`},
 		{&s.addTopic, `INSERT INTO topics (name) VALUES (?)`},
 		{&s.addCount, `UPDATE topics SET received = received + ?2, unique_processed = unique_processed + ?3,
@@ -367,6 +366,9 @@ func (s *SQLiteStore) openWriter() (err error) {
 		}
 	}
 	s.topicIDs = make(map[string]int64)
+	if s.keys == nil {
+		s.keys = newKeyCache(keyCacheSize)
+	}
 	return nil
 }
 

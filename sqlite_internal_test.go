@@ -231,3 +231,86 @@ func TestWrappingStoreKeepsPipelining(t *testing.T) {
 	s.syncer.fsync = fdatasync
 	s.syncer.mu.Unlock()
 }
+
+// TestSQLiteKeyCacheAcrossStores stores a key through one store and resends
+// it through another on the same file, whose cache never saw it: the
+// outcomes come from the stored copy, and then from each store's cache.
+func TestSQLiteKeyCacheAcrossStores(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	a, err := OpenSQLite(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := OpenSQLite(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	first := Event{Topic: "t", EventID: "k", Timestamp: time.Unix(1, 0), Payload: []byte(`1`)}
+	other := first
+	other.Payload = []byte(`2`)
+	for _, step := range []struct {
+		name  string
+		s     *SQLiteStore
+		e     Event
+		want  Status
+		known bool // the store's cache knows the key before the step
+	}{
+		{"stored through a", a, first, Stored, false},
+		{"a resends it", a, first, Duplicate, true},
+		{"b resends it", b, first, Duplicate, false},
+		{"b resends it again", b, first, Duplicate, true},
+		{"b changes it", b, other, Conflict, true},
+		{"a changes it", a, other, Conflict, true},
+	} {
+		_, known := step.s.keys.get(step.e.Key())
+		if known != step.known {
+			t.Errorf("%s: the cache knows the key: %v, want %v", step.name, known, step.known)
+		}
+		outcomes, err := step.s.Append(t.Context(), []Event{step.e}, AppendOptions{})
+		if err != nil || outcomes[0].Status != step.want {
+			t.Fatalf("%s: Append = %v, %v; want %v", step.name, outcomes, err, step.want)
+		}
+	}
+	st, err := a.Stats(t.Context())
+	if want := (Counts{Received: 6, UniqueProcessed: 1, DuplicateDropped: 5, Conflicts: 2}); err != nil || st.Counts != want {
+		t.Errorf("Stats() = %+v, %v; want %+v", st.Counts, err, want)
+	}
+}
+
+// TestSQLiteKeyCacheForgetsNothingUncommitted: a batch that fails leaves no
+// key in the cache, so that a later copy is judged from the database.
+func TestSQLiteKeyCacheForgetsNothingUncommitted(t *testing.T) {
+	s, _ := openSQLiteForTest(t, nil)
+	conflicting := []Event{
+		{Topic: "t", EventID: "new", Timestamp: time.Unix(1, 0), Payload: []byte(`1`)},
+		{Topic: "t", EventID: "new", Timestamp: time.Unix(1, 0), Payload: []byte(`2`)},
+	}
+	if _, err := s.Append(t.Context(), conflicting, AppendOptions{RejectConflicts: true}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Append of a conflicting batch, rejecting conflicts = %v, want ErrConflict", err)
+	}
+	if _, ok := s.keys.get(conflicting[0].Key()); ok {
+		t.Error("the cache remembers a key of a batch that was rolled back")
+	}
+	outcomes, err := s.Append(t.Context(), conflicting[1:], AppendOptions{})
+	if err != nil || outcomes[0].Status != Stored {
+		t.Errorf("Append after the rollback = %v, %v; want the key stored", outcomes, err)
+	}
+}
+
+func TestKeyCacheIsBounded(t *testing.T) {
+	c := newKeyCache(2)
+	for i := range 5 {
+		c.add(Key{"t", strconv.Itoa(i)}, c.digest([]byte{byte(i)}))
+	}
+	if n := len(c.cur) + len(c.prev); n > 4 {
+		t.Errorf("a cache of 2 entries per generation holds %d", n)
+	}
+	if d, ok := c.get(Key{"t", "4"}); !ok || d != c.digest([]byte{4}) {
+		t.Error("the cache lost the last key added")
+	}
+	if _, ok := c.get(Key{"t", "0"}); ok {
+		t.Error("the cache still holds the first of 5 keys")
+	}
+}

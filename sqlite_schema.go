@@ -34,11 +34,8 @@ CREATE TABLE events (
 CREATE INDEX events_topic_seq ON events (topic_id, seq);
 `,
 	// Conflicts: a duplicate whose payload differs from the stored copy's.
-	// phash is the payload's digest (storekit.PayloadHash); events stored
-	// before version 2 have none, and are compared by their payload.
 	1: `
 ALTER TABLE topics ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE events ADD COLUMN phash BLOB;
 `,
 }
 

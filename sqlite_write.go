@@ -77,8 +77,11 @@ func (s *SQLiteStore) AppendAsync(ctx context.Context, events []Event, opts Appe
 	if err := s.begin.Exec(); err != nil {
 		return nil, nil, err
 	}
-	var created map[string]int64 // topics inserted by this transaction
-	outcomes, created, err = s.appendTx(events, opts)
+	var (
+		created map[string]int64 // topics inserted by this transaction
+		known   []knownKey       // keys to remember once it commits
+	)
+	outcomes, created, known, err = s.appendTx(events, opts)
 	if err == nil {
 		err = s.commit.Exec()
 	}
@@ -99,6 +102,9 @@ func (s *SQLiteStore) AppendAsync(ctx context.Context, events []Event, opts Appe
 	}
 	for name, id := range created {
 		s.topicIDs[name] = id
+	}
+	for _, k := range known {
+		s.keys.add(k.key, k.d)
 	}
 	s.commits.Add(1)
 	if s.walFrames.Load() >= int64(s.opts.ckptPages) {
@@ -149,16 +155,28 @@ func (s *SQLiteStore) recoverWriter(err *error) {
 	}
 }
 
-// appendTx does the work of Append inside its transaction.
-func (s *SQLiteStore) appendTx(events []Event, opts AppendOptions) (outcomes []Outcome, created map[string]int64, err error) {
+// appendTx does the work of Append inside its transaction. It returns the
+// keys to remember in the cache once the transaction commits.
+func (s *SQLiteStore) appendTx(events []Event, opts AppendOptions) (outcomes []Outcome, created map[string]int64, known []knownKey, err error) {
 	outcomes = make([]Outcome, len(events))
 	ids := make(map[string]int64, 1) // topic ids of this batch
 	for i := range events {
 		e := &events[i]
+		d := s.keys.digest(e.Payload)
+		if stored, ok := s.keys.get(e.Key()); ok { // no query: the key is stored
+			outcomes[i].Status = Duplicate
+			if stored != d {
+				if opts.RejectConflicts {
+					return nil, nil, nil, &ConflictError{Index: i, Key: e.Key()}
+				}
+				outcomes[i].Status = Conflict
+			}
+			continue
+		}
 		id, ok := ids[e.Topic]
 		if !ok {
 			if id, err = s.topicID(e.Topic, &created); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			ids[e.Topic] = id
 		}
@@ -169,44 +187,57 @@ func (s *SQLiteStore) appendTx(events []Event, opts AppendOptions) (outcomes []O
 			ins.BindInt64(3, e.Timestamp.UnixNano()),
 			ins.BindText(4, e.Source),
 			bindPayload(ins, 5, e.Payload),
-			ins.BindBlob(6, payloadHash(e.Payload)),
 		); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		s.w.SetLastInsertRowID(0) // no row has rowid 0: only an insert sets another
 		if err := ins.Exec(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		// The insert happened (a rowid), or the upsert found the key stored
 		// with another payload and rewrote the row as it was (a conflict),
-		// or did nothing (a duplicate).
+		// or did nothing (a duplicate: the stored copy has this payload).
 		switch seq := s.w.LastInsertRowID(); {
 		case seq != 0:
 			outcomes[i] = Outcome{Status: Stored, Seq: seq}
+			known = append(known, knownKey{e.Key(), d})
 		case s.w.Changes() == 0:
 			outcomes[i].Status = Duplicate
+			known = append(known, knownKey{e.Key(), d})
 		case opts.RejectConflicts:
-			return nil, nil, &ConflictError{Index: i, Key: e.Key()}
+			return nil, nil, nil, &ConflictError{Index: i, Key: e.Key()}
 		default:
 			outcomes[i].Status = Conflict
 		}
 	}
 	for topic, c := range countByTopic(events, outcomes) {
+		id, ok := ids[topic]
+		if !ok { // every event of the topic was judged from the cache
+			if id, err = s.topicID(topic, &created); err != nil {
+				return nil, nil, nil, err
+			}
+		}
 		upd := s.addCount
 		if err := errors.Join(
-			upd.BindInt64(1, ids[topic]),
+			upd.BindInt64(1, id),
 			upd.BindInt64(2, c.Received),
 			upd.BindInt64(3, c.UniqueProcessed),
 			upd.BindInt64(4, c.DuplicateDropped),
 			upd.BindInt64(5, c.Conflicts),
 		); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := upd.Exec(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	return outcomes, created, nil
+	return outcomes, created, known, nil
+}
+
+// knownKey is a key found stored, with the digest of the stored payload.
+type knownKey struct {
+	key Key
+	d   digest
 }
 
 // topicID returns the id of a topic, inserting its row if needed and
