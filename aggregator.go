@@ -103,10 +103,11 @@ type request struct {
 	pending *atomic.Int64 // the Aggregator's count of calls queued and not answered
 }
 
-// answer sends r its one reply.
+// answer sends r its one reply. The count goes down first: once the caller
+// has its reply, a Shutdown it calls must not count the call as pending.
 func (r *request) answer(rep reply) {
-	r.reply <- rep
 	r.pending.Add(-1)
+	r.reply <- rep // buffered: never blocks
 }
 
 type reply struct {
