@@ -39,6 +39,19 @@ type Options struct {
 	// without it. Default: a conflict is dropped like a duplicate, and
 	// counted as a conflict.
 	RejectConflicts bool
+	// Retention, if positive, is how long an event stays in the store after
+	// it was accepted: then it leaves, oldest first, and is counted as
+	// expired (see [Expirer], which the store must implement). The writer
+	// removes expired events in chunks between commits, so that expiry
+	// keeps up with ingest without stalling it. Default: forever.
+	Retention time.Duration
+	// DedupWindow, if longer than Retention, is how long the key of an
+	// event stays after it was accepted: a copy arriving after the event
+	// left, but within DedupWindow, is still dropped as a duplicate (or
+	// counted a conflict), at a fraction of the space of the event. By
+	// default a key leaves with its event, and a copy arriving later is
+	// stored as new, as with NATS JetStream's or SQS's duplicate windows.
+	DedupWindow time.Duration
 	// Logger receives a debug record for each duplicate or conflict dropped
 	// (topic and event_id, never the payload) and an error record for each
 	// failed write. Default: no logging.
@@ -77,8 +90,15 @@ type Aggregator struct {
 	qTimeout time.Duration
 	reject   bool
 	now      func() time.Time
-	log      *slog.Logger
-	started  time.Time
+
+	// Retention: expirer is the store when Retention is set, nil otherwise.
+	expirer   Expirer
+	retain    time.Duration // how long events stay
+	dedupFor  time.Duration // how long keys stay: at least retain
+	expireDue bool          // the last Expire had more to do; the writer's
+	expireLog time.Time     // when a failed Expire was last logged
+	log       *slog.Logger
+	started   time.Time
 
 	// ctx is the writer's: it ends when Shutdown gives up on the drain.
 	ctx    context.Context
@@ -137,6 +157,20 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	var expirer Expirer
+	switch {
+	case o.Retention < 0 || o.DedupWindow < 0:
+		return nil, fmt.Errorf("eventagg: Retention and DedupWindow must not be negative")
+	case o.DedupWindow > 0 && o.DedupWindow < o.Retention:
+		return nil, fmt.Errorf("eventagg: DedupWindow (%v) is shorter than Retention (%v): a key cannot leave before its event", o.DedupWindow, o.Retention)
+	case o.DedupWindow > 0 && o.Retention == 0:
+		return nil, fmt.Errorf("eventagg: DedupWindow needs a Retention: without one, events and their keys stay forever")
+	case o.Retention > 0:
+		var ok bool
+		if expirer, ok = store.(Expirer); !ok {
+			return nil, fmt.Errorf("eventagg: Retention needs a store that implements Expirer; %T does not", store)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Aggregator{
 		store:    store,
@@ -144,6 +178,9 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 		maxBatch: o.MaxEventsPerCommit,
 		qTimeout: o.QueueTimeout,
 		reject:   o.RejectConflicts,
+		expirer:  expirer,
+		retain:   o.Retention,
+		dedupFor: max(o.DedupWindow, o.Retention),
 		now:      o.Now,
 		log:      o.Logger,
 		started:  o.Now(),
@@ -266,12 +303,27 @@ func (a *Aggregator) write() {
 		reqs  []*request
 		batch []Event
 		next  *request // taken from the queue but left for the next batch
+		tick  <-chan time.Time
 	)
+	if a.expirer != nil {
+		t := time.NewTicker(expireEvery(a.retain))
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		if next == nil {
 			var ok bool
-			if next, ok = <-a.queue; !ok {
-				return
+			select {
+			case next, ok = <-a.queue:
+				if !ok {
+					return
+				}
+			case <-tick:
+				// Idle, or between commits: expire what is due, a chunk at a
+				// time, while no call waits.
+				for a.expire() && len(a.queue) == 0 {
+				}
+				continue
 			}
 		}
 		reqs = append(reqs[:0], next)
@@ -304,8 +356,42 @@ func (a *Aggregator) write() {
 			reqs, n = append(reqs, r), n+len(r.events)
 		}
 		batch = a.commit(reqs, batch[:0])
-		clear(reqs) // let the requests be collected
+		clear(reqs)      // let the requests be collected
+		if a.expireDue { // under load: a chunk between commits, so expiry keeps up
+			a.expire()
+		}
 	}
+}
+
+// expireChunk bounds the events (and keys) one Expire removes: each chunk
+// is a transaction of its own, short enough not to hold ingest back.
+const expireChunk = 1000
+
+// expireEvery is how often the writer looks for expired events: a tenth of
+// the window, between 10ms and a second.
+func expireEvery(retain time.Duration) time.Duration {
+	return min(max(retain/10, 10*time.Millisecond), time.Second)
+}
+
+// expire runs one chunk of expiry and reports whether more is due.
+func (a *Aggregator) expire() bool {
+	now := a.now()
+	q := ExpireQuery{PayloadsBefore: now.Add(-a.retain), Limit: expireChunk}
+	if a.dedupFor > a.retain {
+		q.KeysBefore = now.Add(-a.dedupFor)
+	}
+	res, err := a.expirer.Expire(a.ctx, q)
+	if err != nil {
+		a.expireDue = false // the next tick tries again
+		if a.ctx.Err() == nil && now.Sub(a.expireLog) >= time.Minute {
+			a.expireLog = now
+			a.log.LogAttrs(context.Background(), slog.LevelError, "eventagg: expiring events failed; they stay until it succeeds",
+				slog.Any("error", err))
+		}
+		return false
+	}
+	a.expireDue = res.More
+	return res.More
 }
 
 // written is a batch the store committed, or failed to, waiting to be
@@ -342,7 +428,7 @@ func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
 			batch = append(batch, r.events...)
 		}
 		w := written{reqs: live}
-		w.outcomes, w.wait, w.err = a.pipe.AppendAsync(a.ctx, batch, AppendOptions{RejectConflicts: a.reject})
+		w.outcomes, w.wait, w.err = a.pipe.AppendAsync(a.ctx, batch, AppendOptions{RejectConflicts: a.reject, AcceptedAt: a.now()})
 		clear(batch) // drop references to payloads
 		var ce *ConflictError
 		if a.reject && errors.As(w.err, &ce) && ce.Index >= 0 && ce.Index < len(batch) {

@@ -166,7 +166,7 @@ func TestRejectConflictsRefusesOnlyTheCall(t *testing.T) {
 			}
 		}
 		st := mustStats(t, agg)
-		if want := (eventagg.Counts{Received: 5, UniqueProcessed: 4, DuplicateDropped: 1}); st.Counts != want {
+		if want := (eventagg.Counts{Received: 5, UniqueProcessed: 4, DuplicateDropped: 1, Stored: 4}); st.Counts != want {
 			t.Errorf("Stats() = %+v, want %+v: nothing of the refused call counted", st.Counts, want)
 		}
 	})

@@ -139,10 +139,10 @@ func TestPublishDeduplicates(t *testing.T) {
 		}
 	}
 	want := eventagg.Stats{
-		Counts: eventagg.Counts{Received: 7, UniqueProcessed: 4, DuplicateDropped: 3},
+		Counts: eventagg.Counts{Received: 7, UniqueProcessed: 4, DuplicateDropped: 3, Stored: 4},
 		Topics: map[string]eventagg.Counts{
-			"a": {Received: 5, UniqueProcessed: 3, DuplicateDropped: 2},
-			"b": {Received: 2, UniqueProcessed: 1, DuplicateDropped: 1},
+			"a": {Received: 5, UniqueProcessed: 3, DuplicateDropped: 2, Stored: 3},
+			"b": {Received: 2, UniqueProcessed: 1, DuplicateDropped: 1, Stored: 1},
 		},
 		TopicCount: 2,
 	}
@@ -596,6 +596,7 @@ func TestConcurrentPublishersSQLite(t *testing.T) {
 		Received:         publishers * perPublisher * 2,
 		UniqueProcessed:  perPublisher + publishers*perPublisher,
 		DuplicateDropped: (publishers - 1) * perPublisher,
+		Stored:           perPublisher + publishers*perPublisher,
 	}
 	if processed != int(want.UniqueProcessed) || dups != int(want.DuplicateDropped) {
 		t.Errorf("results sum to %d processed, %d duplicates; want %d, %d", processed, dups, want.UniqueProcessed, want.DuplicateDropped)

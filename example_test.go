@@ -157,8 +157,8 @@ func ExampleAggregator_Stats() {
 	fmt.Printf("views: %+v\n", st.Topics["views"])
 	// Output:
 	// received 6 = unique 4 + duplicates 2
-	// clicks: {Received:5 UniqueProcessed:3 DuplicateDropped:2 Conflicts:0}
-	// views: {Received:1 UniqueProcessed:1 DuplicateDropped:0 Conflicts:0}
+	// clicks: {Received:5 UniqueProcessed:3 DuplicateDropped:2 Conflicts:0 Stored:3 Expired:0}
+	// views: {Received:1 UniqueProcessed:1 DuplicateDropped:0 Conflicts:0 Stored:1 Expired:0}
 }
 
 // A rejected batch names the first invalid event and its field, and nothing

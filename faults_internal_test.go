@@ -162,7 +162,7 @@ func TestPublishSurvivesStoreFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := (Counts{Received: 4, UniqueProcessed: 3, DuplicateDropped: 1}); st.Counts != want {
+			if want := (Counts{Received: 4, UniqueProcessed: 3, DuplicateDropped: 1, Stored: 3}); st.Counts != want {
 				t.Errorf("after recovery Stats() = %+v, want %+v", st.Counts, want)
 			}
 			n := 0

@@ -6,26 +6,50 @@ import (
 	"iter"
 	"maps"
 	"sync"
+	"time"
+
+	"github.com/eventagg/eventagg/internal/storekit"
 )
 
 // MemoryStore is a [Store] that keeps everything in memory and nothing on disk.
 // It suits tests and ephemeral use; its contents are lost when the process ends.
-// It is safe for concurrent use. The zero value is not usable: call [NewMemoryStore].
+// It implements [Expirer]. It is safe for concurrent use. The zero value is
+// not usable: call [NewMemoryStore].
 type MemoryStore struct {
-	mu     sync.RWMutex
-	events []Event     // in acceptance order; events[i].Seq == i+1
-	keys   map[Key]int // index in events of each key's copy
-	topics map[string]Counts
-	closed bool
+	mu      sync.RWMutex
+	events  []Event // in acceptance order; events[i].Seq == gone+i+1
+	gone    int64   // events that left, all before events[0]
+	keys    map[Key]*memKey
+	kept    []Key // keys of events that left, kept for deduplication, in acceptance order
+	topics  map[string]Counts
+	nextSeq int64
+	closed  bool
+}
+
+// memKey is what the store knows of a stored key.
+type memKey struct {
+	seq      int64
+	accepted time.Time
+	digest   []byte // of the payload, once the event left and the key stayed
 }
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{keys: make(map[Key]int), topics: make(map[string]Counts)}
+	return &MemoryStore{keys: make(map[Key]*memKey), topics: make(map[string]Counts)}
+}
+
+// stored returns the stored copy of k's payload, or its digest if the
+// event left; ok is false if the key is not stored.
+func (m *MemoryStore) stored(k *memKey) (payload, digest []byte) {
+	if k.digest != nil {
+		return nil, k.digest
+	}
+	return m.events[k.seq-m.gone-1].Payload, nil
 }
 
 // Append implements [Store.Append]. It copies each stored payload, so the
-// caller may reuse its buffers. Payloads are compared byte for byte.
+// caller may reuse its buffers. Payloads are compared byte for byte, or by
+// digest for a key whose event left.
 func (m *MemoryStore) Append(ctx context.Context, events []Event, opts AppendOptions) ([]Outcome, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -40,23 +64,32 @@ func (m *MemoryStore) Append(ctx context.Context, events []Event, opts AppendOpt
 	first := make(map[Key]int) // index in events of the first copy of each new key
 	for i := range events {
 		k := events[i].Key()
-		var stored []byte
-		if j, ok := m.keys[k]; ok {
-			stored = m.events[j].Payload
+		var same bool
+		if sk, ok := m.keys[k]; ok {
+			payload, digest := m.stored(sk)
+			if digest != nil {
+				same = bytes.Equal(digest, storekit.PayloadHash(events[i].Payload))
+			} else {
+				same = bytes.Equal(payload, events[i].Payload)
+			}
 		} else if j, ok := first[k]; ok {
-			stored = events[j].Payload
+			same = bytes.Equal(events[j].Payload, events[i].Payload)
 		} else {
 			first[k] = i
-			outcomes[i] = Outcome{Status: Stored, Seq: int64(len(m.events) + len(first))}
+			outcomes[i] = Outcome{Status: Stored, Seq: m.nextSeq + int64(len(first))}
 			continue
 		}
 		outcomes[i].Status = Duplicate
-		if !bytes.Equal(stored, events[i].Payload) {
+		if !same {
 			if opts.RejectConflicts {
 				return nil, &ConflictError{Index: i, Key: k}
 			}
 			outcomes[i].Status = Conflict
 		}
+	}
+	accepted := opts.AcceptedAt
+	if accepted.IsZero() {
+		accepted = time.Now()
 	}
 	for i, o := range outcomes {
 		if o.Status != Stored {
@@ -66,15 +99,63 @@ func (m *MemoryStore) Append(ctx context.Context, events []Event, opts AppendOpt
 		e.Timestamp = e.Timestamp.UTC()
 		e.Payload = bytes.Clone(e.Payload)
 		e.Seq = o.Seq
-		m.keys[e.Key()] = len(m.events)
+		m.keys[e.Key()] = &memKey{seq: e.Seq, accepted: accepted}
 		m.events = append(m.events, e)
 	}
+	m.nextSeq += int64(len(first))
 	for topic, c := range countByTopic(events, outcomes) {
 		t := m.topics[topic]
 		t.Add(c)
 		m.topics[topic] = t
 	}
 	return outcomes, nil
+}
+
+// Expire implements [Expirer].
+func (m *MemoryStore) Expire(ctx context.Context, q ExpireQuery) (ExpireResult, error) {
+	if err := ctx.Err(); err != nil {
+		return ExpireResult{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ExpireResult{}, ErrClosed
+	}
+	keysBefore := q.PayloadsBefore
+	if !q.KeysBefore.IsZero() && q.KeysBefore.Before(keysBefore) {
+		keysBefore = q.KeysBefore
+	}
+	var res ExpireResult
+	for res.Events < q.Limit && len(m.events) > 0 {
+		e := m.events[0]
+		k := m.keys[e.Key()]
+		if !k.accepted.Before(q.PayloadsBefore) {
+			break
+		}
+		t := m.topics[e.Topic]
+		t.Stored--
+		t.Expired++
+		m.topics[e.Topic] = t
+		if k.accepted.Before(keysBefore) {
+			delete(m.keys, e.Key())
+			res.Keys++
+		} else {
+			k.digest = storekit.PayloadHash(e.Payload)
+			m.kept = append(m.kept, e.Key())
+		}
+		m.events[0] = Event{}
+		m.events = m.events[1:]
+		m.gone++
+		res.Events++
+	}
+	for res.Keys < q.Limit && len(m.kept) > 0 && m.keys[m.kept[0]].accepted.Before(keysBefore) {
+		delete(m.keys, m.kept[0])
+		m.kept = m.kept[1:]
+		res.Keys++
+	}
+	res.More = (len(m.events) > 0 && m.keys[m.events[0].Key()].accepted.Before(q.PayloadsBefore)) ||
+		(len(m.kept) > 0 && m.keys[m.kept[0]].accepted.Before(keysBefore))
+	return res, nil
 }
 
 // memPage is how many events a listing copies under the lock at a time.
@@ -99,9 +180,9 @@ func (m *MemoryStore) page(dst []Event, topic string, after int64, n int) ([]Eve
 	if m.closed {
 		return dst, ErrClosed
 	}
-	// Seq is index+1, so the events after `after` start at index `after`.
+	// Seqs are contiguous: the events after `after` start at index after-gone.
 	size := 0
-	for _, e := range m.events[min(after, int64(len(m.events))):] {
+	for _, e := range m.events[min(max(after-m.gone, 0), int64(len(m.events))):] {
 		if len(dst) == n || size >= PageBytes {
 			break
 		}
@@ -147,6 +228,6 @@ func (m *MemoryStore) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
-	m.events, m.keys, m.topics = nil, nil, nil
+	m.events, m.keys, m.kept, m.topics = nil, nil, nil, nil
 	return nil
 }

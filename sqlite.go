@@ -151,7 +151,11 @@ type SQLiteStore struct {
 	addCount *sqlite3.Stmt
 	topicIDs map[string]int64 // committed topics' ids, which never change; at most maxTopicIDs
 	keys     *keyCache        // digests of stored copies, for resends
-	wreader  *sqliteReader    // statements of the readers, on w; in exclusive mode only
+	keysSeen int64            // the retention keys prefix the cache agrees with
+	ret      sqliteRetention  // read at the start of each write transaction
+
+	readRet, setRet, scanLive, scanKept, keepKey, delRange, addExpired *sqlite3.Stmt // retention
+	wreader                                                            *sqliteReader // statements of the readers, on w; in exclusive mode only
 
 	slots chan struct{}      // one per reader that may be open
 	idle  chan *sqliteReader // open readers not in use
@@ -339,7 +343,7 @@ func (s *SQLiteStore) openWriter() (err error) {
 		}
 		return nil
 	})
-	for _, p := range []struct {
+	for _, p := range append([]struct {
 		stmt **sqlite3.Stmt
 		sql  string
 	}{
@@ -347,15 +351,17 @@ func (s *SQLiteStore) openWriter() (err error) {
 		{&s.commit, `COMMIT`},
 		{&s.rollback, `ROLLBACK`},
 		// A copy of a stored key changes nothing when its payload is the
-		// stored copy's, byte for byte, and otherwise rewrites the row as
+		// stored copy's, byte for byte (or, for a kept key whose event left,
+		// when its digest ?8 is phash), and otherwise rewrites the row as
 		// it is, so that Changes tells a conflict from a duplicate.
-		{&s.insEvent, `INSERT INTO events (topic_id, event_id, ts, source, payload) VALUES (?1, ?2, ?3, ?4, ?5)
-			ON CONFLICT (topic_id, event_id) DO UPDATE SET ts = ts WHERE payload IS NOT excluded.payload`},
+		{&s.insEvent, `INSERT INTO events (topic_id, event_id, ts, source, payload, seq, accepted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+			ON CONFLICT (topic_id, event_id) DO UPDATE SET ts = ts
+			WHERE CASE WHEN phash IS NULL THEN payload IS NOT excluded.payload ELSE phash IS NOT ?8 END`},
 		{&s.getTopic, `SELECT id FROM topics WHERE name = ?`},
 		{&s.addTopic, `INSERT INTO topics (name) VALUES (?)`},
 		{&s.addCount, `UPDATE topics SET received = received + ?2, unique_processed = unique_processed + ?3,
 			duplicate_dropped = duplicate_dropped + ?4, conflicts = conflicts + ?5 WHERE id = ?1`},
-	} {
+	}, s.retentionStatements()...) {
 		if *p.stmt, _, err = s.w.Prepare(p.sql); err != nil {
 			return err
 		}

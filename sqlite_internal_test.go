@@ -274,7 +274,7 @@ func TestSQLiteKeyCacheAcrossStores(t *testing.T) {
 		}
 	}
 	st, err := a.Stats(t.Context())
-	if want := (Counts{Received: 6, UniqueProcessed: 1, DuplicateDropped: 5, Conflicts: 2}); err != nil || st.Counts != want {
+	if want := (Counts{Received: 6, UniqueProcessed: 1, DuplicateDropped: 5, Conflicts: 2, Stored: 1}); err != nil || st.Counts != want {
 		t.Errorf("Stats() = %+v, %v; want %+v", st.Counts, err, want)
 	}
 }

@@ -6,7 +6,9 @@ import "hash/maphash"
 // digest of the stored copy's payload, so that a resend, which usually
 // follows its first copy closely, is judged a duplicate or a conflict
 // without a query. A stored copy never changes, so an entry stays true
-// whoever wrote the key (another process included). The cache is bounded:
+// whoever wrote the key (another process included), until the key leaves
+// by retention: Expire forgets the keys it removes, and a write transaction
+// that finds keys removed by another process clears the cache. It is bounded:
 // when the current generation is full it becomes the previous one, and the
 // one before is dropped. It belongs to the writer: s.mu guards it.
 type keyCache struct {
@@ -42,6 +44,18 @@ func (c *keyCache) get(k Key) (digest, bool) {
 	}
 	d, ok := c.prev[k]
 	return d, ok
+}
+
+// forget forgets k, whose key left the store.
+func (c *keyCache) forget(k Key) {
+	delete(c.cur, k)
+	delete(c.prev, k)
+}
+
+// clear forgets every key: some may have left the store.
+func (c *keyCache) clear() {
+	clear(c.cur)
+	c.prev = nil
 }
 
 // add remembers that k is stored with a payload of digest d.

@@ -33,8 +33,8 @@ func TestSQLiteMigratesVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]eventagg.Counts{
-		"orders":   {Received: 4, UniqueProcessed: 2, DuplicateDropped: 2},
-		"payments": {Received: 1, UniqueProcessed: 1},
+		"orders":   {Received: 4, UniqueProcessed: 2, DuplicateDropped: 2, Stored: 2},
+		"payments": {Received: 1, UniqueProcessed: 1, Stored: 1},
 	}
 	if diff := cmp.Diff(want, st.Topics); diff != "" {
 		t.Errorf("counters after the migration (-want +got):\n%s", diff)

@@ -242,16 +242,17 @@ func prepareReader(c *sqlite3.Conn) (r *sqliteReader, err error) {
 		stmt **sqlite3.Stmt
 		sql  string
 	}{
+		// Events up to the retention row's payloads have left (see sqlite_expire.go).
 		{&r.list, cols + `FROM events e JOIN topics t ON t.id = e.topic_id
-			WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2`},
+			WHERE e.seq > max(?1, (SELECT payloads FROM retention)) ORDER BY e.seq LIMIT ?2`},
 		{&r.listTopic, cols + `FROM topics t JOIN events e ON e.topic_id = t.id
-			WHERE t.name = ?3 AND e.seq > ?1 ORDER BY e.seq LIMIT ?2`},
+			WHERE t.name = ?3 AND e.seq > max(?1, (SELECT payloads FROM retention)) ORDER BY e.seq LIMIT ?2`},
 		{&r.stats, `SELECT name, ` + countsColumns + ` FROM topics`},
 		{&r.ping, `SELECT 1 FROM topics LIMIT 1`},
 		{&r.begin, `BEGIN`},
 		{&r.commit, `COMMIT`},
 		{&r.totals, `SELECT count(*), coalesce(sum(received), 0), coalesce(sum(unique_processed), 0),
-			coalesce(sum(duplicate_dropped), 0), coalesce(sum(conflicts), 0) FROM topics`},
+			coalesce(sum(duplicate_dropped), 0), coalesce(sum(conflicts), 0), coalesce(sum(expired), 0) FROM topics`},
 		{&r.topics, `SELECT name, ` + countsColumns + ` FROM topics WHERE name > ?1 ORDER BY name LIMIT ?2`},
 	} {
 		if *p.stmt, _, err = c.Prepare(p.sql); err != nil {
@@ -262,16 +263,20 @@ func prepareReader(c *sqlite3.Conn) (r *sqliteReader, err error) {
 }
 
 // countsColumns are the counters of a topics row, as columnCounts reads them.
-const countsColumns = `received, unique_processed, duplicate_dropped, conflicts`
+const countsColumns = `received, unique_processed, duplicate_dropped, conflicts, expired`
 
-// columnCounts reads the counters of stmt's row, from column i on.
+// columnCounts reads the counters of stmt's row, from column i on. Stored
+// is what was stored and has not left.
 func columnCounts(stmt *sqlite3.Stmt, i int) Counts {
-	return Counts{
+	c := Counts{
 		Received:         stmt.ColumnInt64(i),
 		UniqueProcessed:  stmt.ColumnInt64(i + 1),
 		DuplicateDropped: stmt.ColumnInt64(i + 2),
 		Conflicts:        stmt.ColumnInt64(i + 3),
+		Expired:          stmt.ColumnInt64(i + 4),
 	}
+	c.Stored = c.UniqueProcessed - c.Expired
+	return c
 }
 
 // finish resets a statement after its rows were read and returns the first

@@ -3,12 +3,15 @@ package eventagg
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // Schema identification, kept in the database header.
 const (
 	sqliteApplicationID = 0x45564147 // "EVAG"
-	sqliteSchemaVersion = 2
+	sqliteSchemaVersion = 3
 )
 
 // sqliteMigrations[v] moves a database from schema version v to v+1.
@@ -36,6 +39,21 @@ CREATE INDEX events_topic_seq ON events (topic_id, seq);
 	// Conflicts: a duplicate whose payload differs from the stored copy's.
 	1: `
 ALTER TABLE topics ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0;
+`,
+	// Retention (see sqlite_expire.go): when the store accepted each event,
+	// in nanoseconds ({now}, the time of the upgrade, for events stored
+	// before it), the events that left per topic, the digest of a kept key's
+	// payload, and the prefixes that have left.
+	2: `
+ALTER TABLE events ADD COLUMN accepted INTEGER NOT NULL DEFAULT {now};
+ALTER TABLE events ADD COLUMN phash BLOB;
+ALTER TABLE topics ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE retention (
+	id       INTEGER PRIMARY KEY CHECK (id = 1),
+	payloads INTEGER NOT NULL,
+	keys     INTEGER NOT NULL
+);
+INSERT INTO retention VALUES (1, 0, 0);
 `,
 }
 
@@ -83,7 +101,8 @@ func (s *SQLiteStore) migrateTx() error {
 			version, sqliteSchemaVersion)
 	}
 	for v := version; v < sqliteSchemaVersion; v++ {
-		if err := s.w.Exec(sqliteMigrations[v]); err != nil {
+		sql := strings.ReplaceAll(sqliteMigrations[v], "{now}", strconv.FormatInt(time.Now().UnixNano(), 10))
+		if err := s.w.Exec(sql); err != nil {
 			return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
 		}
 	}

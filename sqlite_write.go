@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/eventagg/eventagg/internal/storekit"
 	"github.com/ncruces/go-sqlite3"
 )
 
@@ -43,26 +45,64 @@ func (s *SQLiteStore) Busy() <-chan struct{} {
 // for an fsync of the log that began after the commit, see walSyncer), so
 // that the Aggregator commits the next batch while this one is fsynced.
 func (s *SQLiteStore) AppendAsync(ctx context.Context, events []Event, opts AppendOptions) (outcomes []Outcome, wait func() error, err error) {
-	if err := ctx.Err(); err != nil {
+	var (
+		created map[string]int64 // topics inserted by this transaction
+		known   []knownKey       // keys to remember once it commits
+	)
+	err = s.writeTx(ctx, func() (err error) {
+		outcomes, created, known, err = s.appendTx(events, opts)
+		return err
+	}, func() {
+		if len(s.topicIDs)+len(created) > maxTopicIDs {
+			clear(s.topicIDs) // a cache: bounded however many topics clients make
+		}
+		for name, id := range created {
+			s.topicIDs[name] = id
+		}
+		for _, k := range known {
+			s.keys.add(k.key, k.d)
+		}
+	})
+	if err != nil {
 		return nil, nil, err
+	}
+	if s.syncer == nil {
+		// Without the syncer's check after its fsync, check here that the
+		// commit went to the files at the path.
+		if err := s.checkFiles(); err != nil {
+			return nil, nil, err
+		}
+		return outcomes, durable, nil
+	}
+	ticket := s.syncer.register()
+	return outcomes, func() error { return s.syncer.wait(ticket) }, nil
+}
+
+// writeTx runs fn in an IMMEDIATE transaction of the writer, and then, once
+// the transaction committed, committed; both under s.mu. It rolls back if fn
+// fails, and gives the error its place in the package's vocabulary.
+func (s *SQLiteStore) writeTx(ctx context.Context, fn func() error, committed func()) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed() {
-		return nil, nil, ErrClosed
+		return ErrClosed
 	}
 	if err := s.fault.get(); err != nil {
-		return nil, nil, err
+		return err
 	}
 	if err := s.writerReady(); err != nil {
-		return nil, nil, err
+		return err
 	}
 	defer s.recoverWriter(&err)
 	if s.walFrames.Load() >= int64(ckptHardFactor*s.opts.ckptPages) {
 		// RESTART waits for readers, so that the next commit writes the WAL
 		// from its start; ckptMu waits for the checkpointer's pass, which
 		// would make it fail with BUSY. A failure is not the caller's: the
-		// next Append tries again, and the checkpointer's count and log show it.
+		// next transaction tries again, and the checkpointer's count and
+		// log show it.
 		s.ckptMu.Lock()
 		_, _, err := s.w.WALCheckpoint("main", sqlite3.CHECKPOINT_RESTART)
 		s.ckptMu.Unlock()
@@ -74,14 +114,11 @@ func (s *SQLiteStore) AppendAsync(ctx context.Context, events []Event, opts Appe
 	s.w.SetInterrupt(ctx)
 	defer s.w.SetInterrupt(context.Background())
 
-	if err := s.begin.Exec(); err != nil {
-		return nil, nil, err
+	if err = s.begin.Exec(); err == nil {
+		if err = s.readRetention(); err == nil {
+			err = fn()
+		}
 	}
-	var (
-		created map[string]int64 // topics inserted by this transaction
-		known   []knownKey       // keys to remember once it commits
-	)
-	outcomes, created, known, err = s.appendTx(events, opts)
 	if err == nil {
 		err = s.commit.Exec()
 	}
@@ -95,17 +132,9 @@ func (s *SQLiteStore) AppendAsync(ctx context.Context, events []Event, opts Appe
 		if ctx.Err() != nil && errors.Is(err, sqlite3.INTERRUPT) {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
-		return nil, nil, s.classify(err)
+		return s.classify(err)
 	}
-	if len(s.topicIDs)+len(created) > maxTopicIDs {
-		clear(s.topicIDs) // a cache: bounded however many topics clients make
-	}
-	for name, id := range created {
-		s.topicIDs[name] = id
-	}
-	for _, k := range known {
-		s.keys.add(k.key, k.d)
-	}
+	committed()
 	s.commits.Add(1)
 	if s.walFrames.Load() >= int64(s.opts.ckptPages) {
 		select {
@@ -113,16 +142,7 @@ func (s *SQLiteStore) AppendAsync(ctx context.Context, events []Event, opts Appe
 		default: // already asked
 		}
 	}
-	if s.syncer == nil {
-		// Without the syncer's check after its fsync, check here that the
-		// commit went to the files at the path.
-		if err := s.checkFiles(); err != nil {
-			return nil, nil, err
-		}
-		return outcomes, durable, nil
-	}
-	ticket := s.syncer.register()
-	return outcomes, func() error { return s.syncer.wait(ticket) }, nil
+	return nil
 }
 
 // writerReady makes sure s.w is usable: it opens a new writer if a panic
@@ -160,6 +180,12 @@ func (s *SQLiteStore) recoverWriter(err *error) {
 func (s *SQLiteStore) appendTx(events []Event, opts AppendOptions) (outcomes []Outcome, created map[string]int64, known []knownKey, err error) {
 	outcomes = make([]Outcome, len(events))
 	ids := make(map[string]int64, 1) // topic ids of this batch
+	accepted := opts.AcceptedAt
+	if accepted.IsZero() {
+		accepted = time.Now()
+	}
+	acceptedNs := accepted.UnixNano()
+	kept := s.ret.payloads > s.ret.keys // some keys are kept without their event: judged by digest
 	for i := range events {
 		e := &events[i]
 		d := s.keys.digest(e.Payload)
@@ -187,6 +213,9 @@ func (s *SQLiteStore) appendTx(events []Event, opts AppendOptions) (outcomes []O
 			ins.BindInt64(3, e.Timestamp.UnixNano()),
 			ins.BindText(4, e.Source),
 			bindPayload(ins, 5, e.Payload),
+			ins.BindInt64(6, s.ret.nextSeq),
+			ins.BindInt64(7, acceptedNs),
+			bindKeptDigest(ins, 8, kept, e.Payload),
 		); err != nil {
 			return nil, nil, nil, err
 		}
@@ -200,6 +229,7 @@ func (s *SQLiteStore) appendTx(events []Event, opts AppendOptions) (outcomes []O
 		switch seq := s.w.LastInsertRowID(); {
 		case seq != 0:
 			outcomes[i] = Outcome{Status: Stored, Seq: seq}
+			s.ret.nextSeq++
 			known = append(known, knownKey{e.Key(), d})
 		case s.w.Changes() == 0:
 			outcomes[i].Status = Duplicate
@@ -276,6 +306,15 @@ func (s *SQLiteStore) topicID(name string, created *map[string]int64) (int64, er
 	}
 	(*created)[name] = id
 	return id, nil
+}
+
+// bindKeptDigest binds the digest of payload p when kept keys exist, which
+// are judged by it, and NULL otherwise.
+func bindKeptDigest(stmt *sqlite3.Stmt, param int, kept bool, p []byte) error {
+	if !kept {
+		return stmt.BindNull(param)
+	}
+	return stmt.BindBlob(param, storekit.PayloadHash(p))
 }
 
 func bindPayload(stmt *sqlite3.Stmt, param int, p []byte) error {

@@ -12,13 +12,18 @@ import (
 // At every moment, across restarts and crashes:
 //
 //	Received == UniqueProcessed + DuplicateDropped
-//	UniqueProcessed == number of events stored
+//	UniqueProcessed == Stored + Expired
+//	Stored == number of events a full listing returns
 //	Conflicts <= DuplicateDropped
+//
+// All but Stored only grow.
 type Counts struct {
 	Received         int64 `json:"received"`          // events offered in accepted batches
-	UniqueProcessed  int64 `json:"unique_processed"`  // events stored
+	UniqueProcessed  int64 `json:"unique_processed"`  // events stored, expired ones included
 	DuplicateDropped int64 `json:"duplicate_dropped"` // events dropped because their key was already stored, conflicts included
 	Conflicts        int64 `json:"conflicts"`         // of those, the ones whose payload differed from the stored copy's
+	Stored           int64 `json:"stored"`            // events in the store now
+	Expired          int64 `json:"expired"`           // events removed by retention
 }
 
 // Add adds o to c.
@@ -27,6 +32,8 @@ func (c *Counts) Add(o Counts) {
 	c.UniqueProcessed += o.UniqueProcessed
 	c.DuplicateDropped += o.DuplicateDropped
 	c.Conflicts += o.Conflicts
+	c.Stored += o.Stored
+	c.Expired += o.Expired
 }
 
 // Count counts one event whose outcome had status s.
@@ -35,6 +42,7 @@ func (c *Counts) Count(s Status) {
 	switch s {
 	case Stored:
 		c.UniqueProcessed++
+		c.Stored++
 	case Conflict:
 		c.Conflicts++
 		c.DuplicateDropped++

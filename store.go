@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"time"
 
 	"github.com/eventagg/eventagg/internal/storekit"
 )
@@ -64,6 +65,52 @@ type AppendOptions struct {
 	// and counting nothing, if an event conflicts with the stored copy of
 	// its key (or with an earlier copy in the same call).
 	RejectConflicts bool
+	// AcceptedAt is the acceptance time the store records with each event
+	// it stores: retention counts from it (see [Expirer]), not from the
+	// producer's Timestamp. Zero means the store's clock.
+	AcceptedAt time.Time
+}
+
+// Expirer is implemented by stores that can remove events once their
+// retention window has passed. An [Aggregator] with [Options].Retention
+// needs one: it calls Expire from its writer, between commits, in chunks.
+//
+// Events leave oldest first, in acceptance order (by Seq): an event whose
+// acceptance time is past the window waits for the events stored before it.
+type Expirer interface {
+	Store
+	// Expire removes, in one atomic transaction, up to q.Limit of the
+	// oldest events accepted before q.PayloadsBefore: they are listed no
+	// more, leave the Stored counter and enter the Expired one, per topic.
+	// A listing cursor (Query.After) at a removed event goes on from the
+	// next. Their keys leave too, unless they were accepted at or after
+	// q.KeysBefore (when KeysBefore is before PayloadsBefore): such a key
+	// stays, with what judging a later copy takes (a digest of the payload),
+	// until a later Expire removes it with the keys accepted before
+	// KeysBefore. A copy of a key that left is stored as new.
+	// On error nothing is removed and no counter moves.
+	Expire(ctx context.Context, q ExpireQuery) (ExpireResult, error)
+}
+
+// ExpireQuery says what [Expirer.Expire] removes.
+type ExpireQuery struct {
+	// PayloadsBefore: events accepted before it leave.
+	PayloadsBefore time.Time
+	// KeysBefore, if before PayloadsBefore, keeps the keys of the events
+	// that leave but were accepted at or after it, so that deduplication
+	// outlives the stored events; keys accepted before it leave. Zero, or
+	// not before PayloadsBefore: keys leave with their events.
+	KeysBefore time.Time
+	// Limit bounds the events, and the keys, that one call removes; it
+	// must be positive.
+	Limit int
+}
+
+// ExpireResult is what one [Expirer.Expire] removed.
+type ExpireResult struct {
+	Events int  // events that left (their payloads): counted as expired
+	Keys   int  // keys that left (with their events, or after them)
+	More   bool // more events or keys are due: call again
 }
 
 // Status says what became of one event of a batch.

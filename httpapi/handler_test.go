@@ -123,7 +123,7 @@ func TestPublishBodyForms(t *testing.T) {
 		t.Errorf("publish body = %s", got)
 	}
 	st := s.stats(t)
-	if want := (eventagg.Counts{Received: 8, UniqueProcessed: 5, DuplicateDropped: 3, Conflicts: 2}); st.Counts != want {
+	if want := (eventagg.Counts{Received: 8, UniqueProcessed: 5, DuplicateDropped: 3, Conflicts: 2, Stored: 5}); st.Counts != want {
 		t.Errorf("Stats() = %+v, want %+v", st.Counts, want)
 	}
 }
@@ -170,12 +170,12 @@ func TestPublishConflicts(t *testing.T) {
 		t.Errorf("answer mismatch (-want +got):\n%s", diff)
 	}
 	st := s.stats(t)
-	if want := (eventagg.Counts{Received: 6, UniqueProcessed: 2, DuplicateDropped: 4, Conflicts: 2}); st.Counts != want {
+	if want := (eventagg.Counts{Received: 6, UniqueProcessed: 2, DuplicateDropped: 4, Conflicts: 2, Stored: 2}); st.Counts != want {
 		t.Errorf("Stats() = %+v, want %+v", st.Counts, want)
 	}
 	for topic, want := range map[string]eventagg.Counts{
-		"a": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1},
-		"b": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1},
+		"a": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1, Stored: 1},
+		"b": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1, Stored: 1},
 	} {
 		if st.Topics[topic] != want {
 			t.Errorf("Stats().Topics[%s] = %+v, want %+v", topic, st.Topics[topic], want)
@@ -463,10 +463,10 @@ func TestStatsEndpoint(t *testing.T) {
 	var got map[string]any
 	resp.decode(t, &got)
 	want := map[string]any{
-		"received": 4.0, "unique_processed": 2.0, "duplicate_dropped": 2.0, "conflicts": 1.0,
+		"received": 4.0, "unique_processed": 2.0, "duplicate_dropped": 2.0, "conflicts": 1.0, "stored": 2.0, "expired": 0.0,
 		"topics": map[string]any{
-			"a": map[string]any{"received": 3.0, "unique_processed": 1.0, "duplicate_dropped": 2.0, "conflicts": 1.0},
-			"b": map[string]any{"received": 1.0, "unique_processed": 1.0, "duplicate_dropped": 0.0, "conflicts": 0.0},
+			"a": map[string]any{"received": 3.0, "unique_processed": 1.0, "duplicate_dropped": 2.0, "conflicts": 1.0, "stored": 1.0, "expired": 0.0},
+			"b": map[string]any{"received": 1.0, "unique_processed": 1.0, "duplicate_dropped": 0.0, "conflicts": 0.0, "stored": 1.0, "expired": 0.0},
 		},
 		"topic_count":    2.0,
 		"started_at":     "2026-11-25T08:00:00Z",

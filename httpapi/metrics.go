@@ -64,6 +64,8 @@ func (m *metrics) write(w io.Writer, st *eventagg.Stats, queue int, uptime time.
 		p.metric("eventagg_events_unique_total", "counter", "Events stored.", float64(st.UniqueProcessed))
 		p.metric("eventagg_events_duplicate_total", "counter", "Events dropped as duplicates, conflicts included.", float64(st.DuplicateDropped))
 		p.metric("eventagg_events_conflict_total", "counter", "Duplicates dropped whose payload differed from the stored copy's.", float64(st.Conflicts))
+		p.metric("eventagg_events_stored", "gauge", "Events in the store now.", float64(st.Stored))
+		p.metric("eventagg_events_expired_total", "counter", "Events removed by retention.", float64(st.Expired))
 		p.metric("eventagg_topics", "gauge", "Topics that have received an event.", float64(st.TopicCount))
 	}
 	p.metric("eventagg_publish_rejected_total", "counter", "Publish requests this process rejected as malformed, invalid, too large or conflicting.", float64(m.rejected.Load()))

@@ -80,6 +80,13 @@ func Run(t *testing.T, h Harness) {
 		{"ConflictCounters", testConflictCounters},
 		{"RejectConflicts", testRejectConflicts},
 		{"StoredOutcomesCarrySeq", testStoredOutcomesCarrySeq},
+		{"ExpiryByWindow", testExpiryByWindow},
+		{"ExpiryInChunks", testExpiryInChunks},
+		{"KeyReuseAfterExpiry", testKeyReuseAfterExpiry},
+		{"DedupWindowOutlivesEvents", testDedupWindowOutlivesEvents},
+		{"CursorOverExpired", testCursorOverExpired},
+		{"ExpiryCountersInvariant", testExpiryCountersInvariant},
+		{"ExpirySurvivesReopen", testExpirySurvivesReopen},
 		{"QueryStatsPages", testQueryStatsPages},
 		{"SurvivesReopen", testSurvivesReopen},
 	}
@@ -224,7 +231,7 @@ func diffStats(t *testing.T, want map[string]eventagg.Counts, got eventagg.Stats
 }
 
 func counts(received, unique, dups int64) eventagg.Counts {
-	return eventagg.Counts{Received: received, UniqueProcessed: unique, DuplicateDropped: dups}
+	return eventagg.Counts{Received: received, UniqueProcessed: unique, DuplicateDropped: dups, Stored: unique}
 }
 
 func testNewEvents(t *testing.T, h Harness) {
@@ -733,8 +740,11 @@ func checkInvariant(t *testing.T, s eventagg.Store) {
 		if c.Conflicts < 0 || c.Conflicts > c.DuplicateDropped {
 			t.Errorf("topic %q: conflicts %d, with %d duplicates", topic, c.Conflicts, c.DuplicateDropped)
 		}
-		if c.UniqueProcessed != perTopic[topic] {
-			t.Errorf("topic %q: unique_processed %d, but %d events stored", topic, c.UniqueProcessed, perTopic[topic])
+		if c.UniqueProcessed != c.Stored+c.Expired {
+			t.Errorf("topic %q: unique_processed %d != stored %d + expired %d", topic, c.UniqueProcessed, c.Stored, c.Expired)
+		}
+		if c.Stored != perTopic[topic] {
+			t.Errorf("topic %q: stored %d, but %d events listed", topic, c.Stored, perTopic[topic])
 		}
 		total.Add(c)
 	}
@@ -822,8 +832,8 @@ func testConflictCounters(t *testing.T, h Harness) {
 	appendOK(t, s, []eventagg.Event{a, b, withPayload(a, `1`)})
 	appendOK(t, s, []eventagg.Event{a, withPayload(b, `2`), withPayload(b, `3`), ev("b", "2")})
 	diffStats(t, map[string]eventagg.Counts{
-		"a": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1},
-		"b": {Received: 4, UniqueProcessed: 2, DuplicateDropped: 2, Conflicts: 2},
+		"a": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Conflicts: 1, Stored: 1},
+		"b": {Received: 4, UniqueProcessed: 2, DuplicateDropped: 2, Conflicts: 2, Stored: 2},
 	}, stats(t, s))
 	checkInvariant(t, s)
 }
@@ -877,4 +887,183 @@ func testStoredOutcomesCarrySeq(t *testing.T, h Harness) {
 			t.Errorf("event %v is listed with Seq %d, but Append reported %d", e.Key(), e.Seq, seqs[e.Key()])
 		}
 	}
+}
+
+// expirer returns s as an eventagg.Expirer, or skips the test.
+func expirer(t *testing.T, s eventagg.Store) eventagg.Expirer {
+	t.Helper()
+	x, ok := s.(eventagg.Expirer)
+	if !ok {
+		t.Skip("the store does not implement eventagg.Expirer")
+	}
+	return x
+}
+
+// t0 is the acceptance time of the first events of the retention subtests.
+var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+// appendAt appends events accepted at the given time.
+func appendAt(t *testing.T, s eventagg.Store, at time.Time, events []eventagg.Event) []eventagg.Outcome {
+	t.Helper()
+	outcomes, err := s.Append(t.Context(), events, eventagg.AppendOptions{AcceptedAt: at})
+	if err != nil {
+		t.Fatalf("Append(%d events at %v) error: %v", len(events), at, err)
+	}
+	return outcomes
+}
+
+// expire runs Expire and fails the test on an error.
+func expire(t *testing.T, x eventagg.Expirer, q eventagg.ExpireQuery) eventagg.ExpireResult {
+	t.Helper()
+	res, err := x.Expire(t.Context(), q)
+	if err != nil {
+		t.Fatalf("Expire(%+v) error: %v", q, err)
+	}
+	return res
+}
+
+func testExpiryByWindow(t *testing.T, h Harness) {
+	s := open(t, h)
+	x := expirer(t, s)
+	appendAt(t, s, t0, evs("a", "1", "2"))
+	appendAt(t, s, t0.Add(time.Second), evs("b", "1"))
+	appendAt(t, s, t0.Add(2*time.Second), evs("a", "3"))
+	if res := expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0, Limit: 100}); res != (eventagg.ExpireResult{}) {
+		t.Errorf("Expire before the oldest event = %+v, want nothing removed", res)
+	}
+	res := expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0.Add(1500 * time.Millisecond), Limit: 100})
+	if res.Events != 3 || res.Keys != 3 || res.More {
+		t.Errorf("Expire = %+v, want the 3 events accepted before the window, with their keys, nothing more", res)
+	}
+	diffEvents(t, "Events after expiry", evs("a", "3"), list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{
+		"a": {Received: 3, UniqueProcessed: 3, Stored: 1, Expired: 2},
+		"b": {Received: 1, UniqueProcessed: 1, Expired: 1},
+	}, stats(t, s))
+	if res := expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0.Add(1500 * time.Millisecond), Limit: 100}); res != (eventagg.ExpireResult{}) {
+		t.Errorf("Expire again = %+v, want nothing left to remove", res)
+	}
+	checkInvariant(t, s)
+}
+
+func testExpiryInChunks(t *testing.T, h Harness) {
+	s := open(t, h)
+	x := expirer(t, s)
+	appendAt(t, s, t0, numbered("t", 0, 7))
+	removed := 0
+	for calls := 1; ; calls++ {
+		res := expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0.Add(time.Second), Limit: 3})
+		if res.Events > 3 || res.Keys > 3 {
+			t.Fatalf("Expire with Limit 3 = %+v", res)
+		}
+		removed += res.Events
+		if !res.More {
+			break
+		}
+		if calls > 5 {
+			t.Fatal("Expire keeps saying there is more")
+		}
+	}
+	if removed != 7 || len(list(t, s, eventagg.Query{})) != 0 {
+		t.Errorf("chunks removed %d events, want all 7", removed)
+	}
+	checkInvariant(t, s)
+}
+
+func testKeyReuseAfterExpiry(t *testing.T, h Harness) {
+	s := open(t, h)
+	x := expirer(t, s)
+	first := appendAt(t, s, t0, evs("t", "1", "2"))
+	expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0.Add(time.Second), Limit: 100})
+	// Every event left: a copy of one is new, and numbers never go back.
+	again := appendAt(t, s, t0.Add(2*time.Second), []eventagg.Event{withPayload(ev("t", "1"), `"changed"`), ev("t", "3")})
+	diffOutcomes(t, "Append after expiry", "SS", again)
+	if again[0].Seq <= first[1].Seq {
+		t.Errorf("a copy stored after expiry got Seq %d, not above %d: sequence numbers went back", again[0].Seq, first[1].Seq)
+	}
+	diffEvents(t, "Events", []eventagg.Event{withPayload(ev("t", "1"), `"changed"`), ev("t", "3")}, list(t, s, eventagg.Query{}))
+	diffStats(t, map[string]eventagg.Counts{"t": {Received: 4, UniqueProcessed: 4, Stored: 2, Expired: 2}}, stats(t, s))
+}
+
+func testDedupWindowOutlivesEvents(t *testing.T, h Harness) {
+	s := open(t, h)
+	x := expirer(t, s)
+	appendAt(t, s, t0, evs("t", "1", "2"))
+	appendAt(t, s, t0.Add(time.Minute), evs("t", "3"))
+	// Events accepted before t0+2m leave; their keys stay if accepted at or after t0.
+	keep := eventagg.ExpireQuery{PayloadsBefore: t0.Add(2 * time.Minute), KeysBefore: t0, Limit: 100}
+	if res := expire(t, x, keep); res.Events != 3 || res.Keys != 0 {
+		t.Errorf("Expire keeping keys = %+v, want 3 events and no key removed", res)
+	}
+	if got := list(t, s, eventagg.Query{}); len(got) != 0 {
+		t.Errorf("%d events listed after they left, want none", len(got))
+	}
+	// The keys judge later copies as if the events were there.
+	diffOutcomes(t, "copies within the dedup window", "DCD", appendAt(t, s, t0.Add(3*time.Minute),
+		[]eventagg.Event{ev("t", "1"), withPayload(ev("t", "2"), `"other"`), ev("t", "3")}))
+	diffStats(t, map[string]eventagg.Counts{"t": {Received: 6, UniqueProcessed: 3, DuplicateDropped: 3, Conflicts: 1, Expired: 3}}, stats(t, s))
+	// The keys accepted before t0+30s leave; the one accepted at t0+1m stays.
+	if res := expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0.Add(2 * time.Minute), KeysBefore: t0.Add(30 * time.Second), Limit: 100}); res.Events != 0 || res.Keys != 2 {
+		t.Errorf("Expire of the keys = %+v, want 2 keys removed", res)
+	}
+	diffOutcomes(t, "copies after the dedup window", "SD", appendAt(t, s, t0.Add(4*time.Minute), evs("t", "1", "3")))
+	checkInvariant(t, s)
+}
+
+func testCursorOverExpired(t *testing.T, h Harness) {
+	s := open(t, h)
+	x := expirer(t, s)
+	old := appendAt(t, s, t0, evs("t", "1", "2", "3"))
+	appendAt(t, s, t0.Add(time.Minute), evs("t", "4", "5"))
+	expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0.Add(time.Second), Limit: 100})
+	// A reader paged as far as event 2 before it left goes on from the next one kept.
+	diffEvents(t, "Events(after an expired event)", evs("t", "4", "5"), list(t, s, eventagg.Query{After: old[1].Seq}))
+	diffEvents(t, "Events(topic, after an expired event)", evs("t", "4", "5"), list(t, s, eventagg.Query{Topic: "t", After: old[0].Seq, Limit: 10}))
+}
+
+func testExpiryCountersInvariant(t *testing.T, h Harness) {
+	s := open(t, h)
+	x := expirer(t, s)
+	rng := rand.New(rand.NewPCG(11, 11))
+	at := t0
+	for i := range 30 {
+		batch := make([]eventagg.Event, 1+rng.IntN(10))
+		for j := range batch {
+			batch[j] = ev("t"+strconv.Itoa(rng.IntN(3)), strconv.Itoa(rng.IntN(60)))
+		}
+		at = at.Add(time.Second)
+		appendAt(t, s, at, batch)
+		q := eventagg.ExpireQuery{PayloadsBefore: at.Add(-5 * time.Second), Limit: 1 + rng.IntN(4)}
+		if i%2 == 1 {
+			q.KeysBefore = at.Add(-10 * time.Second)
+		}
+		expire(t, x, q)
+		checkInvariant(t, s)
+	}
+}
+
+func testExpirySurvivesReopen(t *testing.T, h Harness) {
+	if h.Reopen == nil {
+		t.Skip("the store cannot reopen (Harness.Reopen is nil)")
+	}
+	s := h.Open(t)
+	x := expirer(t, s)
+	appendAt(t, s, t0, evs("t", "1", "2", "3"))
+	appendAt(t, s, t0.Add(time.Minute), evs("t", "4"))
+	// A chunk of the expiry, then a restart before the rest (as after a crash).
+	expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0.Add(time.Second), KeysBefore: t0.Add(-time.Second), Limit: 2})
+	before, beforeStats := list(t, s, eventagg.Query{}), stats(t, s)
+	s = h.Reopen(t, s)
+	t.Cleanup(func() { s.Close() })
+	diffEvents(t, "Events after reopen", before, list(t, s, eventagg.Query{}))
+	if diff := cmp.Diff(beforeStats, stats(t, s)); diff != "" {
+		t.Errorf("Stats after reopen (-before +after):\n%s", diff)
+	}
+	diffOutcomes(t, "a copy of a kept key after reopen", "D", appendAt(t, s, t0.Add(2*time.Minute), evs("t", "1")))
+	x = expirer(t, s)
+	if res := expire(t, x, eventagg.ExpireQuery{PayloadsBefore: t0.Add(time.Second), Limit: 100}); res.Events != 1 {
+		t.Errorf("the rest of the expiry after reopen = %+v, want the 1 event left", res)
+	}
+	diffEvents(t, "Events", evs("t", "4"), list(t, s, eventagg.Query{}))
+	checkInvariant(t, s)
 }

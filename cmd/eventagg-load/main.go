@@ -9,7 +9,12 @@
 // end it prints events/s, requests/s and request latency (p50, p90, p99,
 // max), then checks the server's /stats: the run must have added exactly one
 // stored event per distinct id sent, and received = unique + duplicates.
-// With -pid, it also reports the server process's peak resident memory.
+// With -pid, it also reports the server process's peak resident memory;
+// with -db, the size of the server's SQLite files in each progress line.
+// With -duration, the clients send for that long instead of -events.
+// Against a server with -retention, events that expire during the run may be
+// stored again when resent: the check then asks for at least one stored
+// event per distinct id, and unique = stored + expired.
 //
 // It only talks to the URL it is given. Ids are fresh on every run, so runs
 // against the same server do not overlap.
@@ -21,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"slices"
@@ -52,6 +58,8 @@ type config struct {
 	batch    int
 	dups     float64
 	events   int
+	duration time.Duration
+	db       string
 	ids      string
 	token    string
 	pid      int
@@ -68,6 +76,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.batch, "batch", 1000, "events per request")
 	fs.Float64Var(&c.dups, "dups", 0.2, "share of each batch that resends earlier ids (0 to 1)")
 	fs.IntVar(&c.events, "events", 200000, "events to send in all")
+	fs.DurationVar(&c.duration, "duration", 0, "send for this long instead of -events (0: -events)")
+	fs.StringVar(&c.db, "db", "", "the server's SQLite database `path`, to report its size (file and write-ahead log) in the progress lines")
 	fs.StringVar(&c.ids, "ids", "uuid", "event ids: uuid (random) or seq (sequential)")
 	fs.StringVar(&c.token, "token", os.Getenv("EVENTAGG_TOKEN"), "bearer token (default $EVENTAGG_TOKEN)")
 	fs.IntVar(&c.pid, "pid", 0, "server process id, to report its peak resident memory (Linux)")
@@ -112,17 +122,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	requests := (cfg.events + cfg.batch - 1) / cfg.batch
+	var deadline time.Time
+	if cfg.duration > 0 {
+		requests = math.MaxInt
+		deadline = time.Now().Add(cfg.duration)
+	}
 	var (
 		t         tally
 		next      atomic.Int64 // requests handed out
 		mu        sync.Mutex
-		latencies = make([]time.Duration, 0, requests)
+		latencies = make([]time.Duration, 0, min(requests, 1<<20))
 		made      atomic.Int64 // distinct ids generated
 		firstErr  error
 		wg        sync.WaitGroup
 	)
-	fmt.Fprintf(stdout, "eventagg-load: %d events to %s, %d clients, batch %d, %.0f%% duplicates, %s ids\n",
-		requests*cfg.batch, cfg.url, cfg.clients, cfg.batch, cfg.dups*100, cfg.ids)
+	amount := fmt.Sprintf("%d events", requests*cfg.batch)
+	if cfg.duration > 0 {
+		amount = "events for " + cfg.duration.String()
+	}
+	fmt.Fprintf(stdout, "eventagg-load: %s to %s, %d clients, batch %d, %.0f%% duplicates, %s ids\n",
+		amount, cfg.url, cfg.clients, cfg.batch, cfg.dups*100, cfg.ids)
 	start := time.Now()
 	for i := range cfg.clients {
 		wg.Go(func() {
@@ -135,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				latencies = append(latencies, mine...)
 				mu.Unlock()
 			}()
-			for next.Add(1) <= int64(requests) && ctx.Err() == nil {
+			for next.Add(1) <= int64(requests) && ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
 				batch := gen.Batch(cfg.batch, cfg.dups)
 				sent := time.Now()
 				res, err := client.Publish(ctx, batch...)
@@ -177,6 +196,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 						peakRSS = max(peakRSS, rss)
 						line += fmt.Sprintf("  server RSS %d MiB", rss>>20)
 					}
+				}
+				if cfg.db != "" {
+					line += fmt.Sprintf("  db %d MiB", (fileSize(cfg.db)+fileSize(cfg.db+"-wal"))>>20)
 				}
 				fmt.Fprintln(stderr, line)
 				last, lastAt = n, now
@@ -222,9 +244,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	d.Received -= before.Received
 	d.UniqueProcessed -= before.UniqueProcessed
 	d.DuplicateDropped -= before.DuplicateDropped
+	d.Expired -= before.Expired
 	var problems []string
-	if d.UniqueProcessed != made.Load() {
+	switch {
+	case d.Expired == 0 && d.UniqueProcessed != made.Load():
 		problems = append(problems, fmt.Sprintf("the server stored %d new events, but the run sent %d distinct ids", d.UniqueProcessed, made.Load()))
+	case d.Expired > 0 && d.UniqueProcessed < made.Load():
+		problems = append(problems, fmt.Sprintf("the server stored %d new events, fewer than the %d distinct ids the run sent", d.UniqueProcessed, made.Load()))
+	}
+	if after.UniqueProcessed != after.Stored+after.Expired {
+		problems = append(problems, fmt.Sprintf("unique %d != stored %d + expired %d", after.UniqueProcessed, after.Stored, after.Expired))
 	}
 	if d.Received < t.events.Load() {
 		problems = append(problems, fmt.Sprintf("the server received %d events, fewer than the %d acknowledged", d.Received, t.events.Load()))
@@ -232,13 +261,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if after.Received != after.UniqueProcessed+after.DuplicateDropped {
 		problems = append(problems, fmt.Sprintf("received %d != unique %d + duplicates %d", after.Received, after.UniqueProcessed, after.DuplicateDropped))
 	}
-	fmt.Fprintf(stdout, "stats      +%d received, +%d unique, +%d duplicates (other traffic during the run shows here too)\n",
-		d.Received, d.UniqueProcessed, d.DuplicateDropped)
+	fmt.Fprintf(stdout, "stats      +%d received, +%d unique, +%d duplicates, +%d expired, %d stored (other traffic during the run shows here too)\n",
+		d.Received, d.UniqueProcessed, d.DuplicateDropped, d.Expired, after.Stored)
 	if len(problems) > 0 {
 		return errors.New("stats check failed: " + strings.Join(problems, "; "))
 	}
+	if d.Expired > 0 {
+		fmt.Fprintln(stdout, "check      ok: at least one stored event per distinct id sent (some expired and came again); received = unique + duplicates; unique = stored + expired")
+		return nil
+	}
 	fmt.Fprintln(stdout, "check      ok: one stored event per distinct id sent; received = unique + duplicates")
 	return nil
+}
+
+// fileSize returns the size of the file at path, or 0.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 func ms(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1000, 'f', 1, 64) + "ms" }

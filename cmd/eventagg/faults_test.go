@@ -73,7 +73,7 @@ func TestServerSurvivesStoreFaults(t *testing.T) {
 				t.Errorf("publish after the fault cleared = %d %s; want 1 stored, 1 duplicate", status, body)
 			}
 			st, err := client.Stats(ctx)
-			if want := (eventagg.Counts{Received: 3, UniqueProcessed: 2, DuplicateDropped: 1}); err != nil || st.Counts != want {
+			if want := (eventagg.Counts{Received: 3, UniqueProcessed: 2, DuplicateDropped: 1, Stored: 2}); err != nil || st.Counts != want {
 				t.Errorf("after recovery Stats() = %+v, %v; want %+v", st.Counts, err, want)
 			}
 			if !strings.Contains(c.logs.all.String(), `"msg":"store error"`) {
@@ -124,7 +124,7 @@ func TestTwoServersShareOneDatabase(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	want := eventagg.Counts{Received: sent, UniqueProcessed: int64(len(distinct)), DuplicateDropped: sent - int64(len(distinct))}
+	want := eventagg.Counts{Received: sent, UniqueProcessed: int64(len(distinct)), DuplicateDropped: sent - int64(len(distinct)), Stored: int64(len(distinct))}
 	if processed != want.UniqueProcessed || dups != want.DuplicateDropped {
 		t.Errorf("the answers sum to %d processed, %d duplicates; want %d, %d", processed, dups, want.UniqueProcessed, want.DuplicateDropped)
 	}

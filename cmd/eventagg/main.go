@@ -106,6 +106,8 @@ type config struct {
 	maxBatch        int // per request: httpapi.Options.MaxEventsPerRequest
 	queueSize       int
 	onConflict      string // drop or reject
+	retention       time.Duration
+	dedupWindow     time.Duration
 	queueTimeout    time.Duration
 	shutdownTimeout time.Duration
 	maxDBSize       int64
@@ -140,6 +142,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest publish request body, in `bytes`")
 	fs.IntVar(&c.maxBatch, "max-batch", httpapi.DefaultMaxEventsPerRequest, "most `events` in one publish request")
 	fs.IntVar(&c.queueSize, "queue-size", eventagg.DefaultQueueSize, "publish requests that may wait for the writer")
+	fs.DurationVar(&c.retention, "retention", 0, "how long an event stays after it was accepted, e.g. 168h; then it leaves and is counted as expired (0: forever)")
+	fs.DurationVar(&c.dedupWindow, "dedup-window", 0, "with -retention: how long keys stay, if longer: a copy arriving after its event left but within it is still a duplicate (0: keys leave with their events)")
 	fs.StringVar(&c.onConflict, "on-conflict", "drop", "what becomes of an event resent with another payload: drop (counted as a conflict) or reject (the whole publish gets 409)")
 	fs.DurationVar(&c.queueTimeout, "queue-timeout", time.Second, "how long a publish waits for room in a full queue before 503")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for requests under way and the publish queue to drain")
@@ -206,6 +210,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	switch {
 	case c.logFormat != "text" && c.logFormat != "json":
 		return nil, usageError{fmt.Errorf("-log-format must be text or json, not %q", c.logFormat)}
+	case c.retention < 0 || c.dedupWindow < 0:
+		return nil, usageError{errors.New("-retention and -dedup-window must not be negative")}
+	case c.dedupWindow > 0 && c.retention == 0:
+		return nil, usageError{errors.New("-dedup-window needs -retention: without it, events and their keys stay forever")}
+	case c.dedupWindow > 0 && c.dedupWindow < c.retention:
+		return nil, usageError{fmt.Errorf("-dedup-window (%v) is shorter than -retention (%v): keys cannot leave before their events", c.dedupWindow, c.retention)}
 	case c.onConflict != "drop" && c.onConflict != "reject":
 		return nil, usageError{fmt.Errorf("-on-conflict must be drop or reject, not %q", c.onConflict)}
 	case c.maxBody <= 0 || c.maxBatch <= 0 || c.queueSize <= 0:
@@ -333,6 +343,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		QueueSize:       cfg.queueSize,
 		QueueTimeout:    cfg.queueTimeout,
 		RejectConflicts: cfg.onConflict == "reject",
+		Retention:       cfg.retention,
+		DedupWindow:     cfg.dedupWindow,
 		Logger:          log,
 	})
 	if err != nil {
@@ -379,6 +391,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		attrs = append(attrs, "db_schema", cfg.dbSchema)
 	} else {
 		attrs = append(attrs, "sync", cfg.sync)
+	}
+	if cfg.retention > 0 {
+		attrs = append(attrs, "retention", cfg.retention.String(), "dedup_window", max(cfg.dedupWindow, cfg.retention).String())
 	}
 	log.Info("listening", append(attrs, "on_conflict", cfg.onConflict, "tls", tlsConfig != nil,
 		"token", cfg.token != "", "token_reads", cfg.tokenReads, "version", buildVersion())...)

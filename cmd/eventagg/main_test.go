@@ -292,7 +292,7 @@ func TestRunServesEveryEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (eventagg.Counts{Received: 5, UniqueProcessed: 2, DuplicateDropped: 3, Conflicts: 2}); st.Counts != want {
+	if want := (eventagg.Counts{Received: 5, UniqueProcessed: 2, DuplicateDropped: 3, Conflicts: 2, Stored: 2}); st.Counts != want {
 		t.Errorf("after restart Stats() = %+v, want %+v", st.Counts, want)
 	}
 }
@@ -335,6 +335,12 @@ func TestParseConfig(t *testing.T) {
 		{"PostgresWithSchema", []string{"-db", "postgres://h/db", "-db-schema", "x"}, nil,
 			func(c *config) bool { return c.dbSchema == "x" }, ""},
 		{"SQLiteWithSchema", []string{"-db-schema", "x"}, nil, nil, "-db-schema applies to PostgreSQL only"},
+		{"Retention", []string{"-retention", "168h", "-dedup-window", "720h"}, nil,
+			func(c *config) bool { return c.retention == 168*time.Hour && c.dedupWindow == 720*time.Hour }, ""},
+		{"RetentionFromEnv", nil, map[string]string{"EVENTAGG_RETENTION": "1h"}, func(c *config) bool { return c.retention == time.Hour }, ""},
+		{"DedupWindowShorter", []string{"-retention", "2h", "-dedup-window", "1h"}, nil, nil, "shorter than -retention"},
+		{"DedupWindowAlone", []string{"-dedup-window", "1h"}, nil, nil, "-dedup-window needs -retention"},
+		{"NegativeRetention", []string{"-retention", "-1s"}, nil, nil, "must not be negative"},
 	})
 }
 
@@ -501,6 +507,7 @@ func TestKillDashNineLosesNothingAcknowledged(t *testing.T) {
 			}
 			sent.Received += int64(len(batch))
 			sent.UniqueProcessed += int64(res.Processed)
+			sent.Stored += int64(res.Processed)
 			sent.DuplicateDropped += int64(res.Duplicates)
 			sent.Conflicts += int64(res.Conflicts) // a resent id carries another round's payload
 			for _, e := range batch {

@@ -168,7 +168,7 @@ func TestOnConflictReject(t *testing.T) {
 		t.Errorf("Publish without a conflict = %+v, %v; want o-2 stored and o-1 a duplicate", res, err)
 	}
 	st, err := client.Stats(ctx)
-	if want := (eventagg.Counts{Received: 3, UniqueProcessed: 2, DuplicateDropped: 1}); err != nil || st.Counts != want {
+	if want := (eventagg.Counts{Received: 3, UniqueProcessed: 2, DuplicateDropped: 1, Stored: 2}); err != nil || st.Counts != want {
 		t.Errorf("Stats() = %+v, %v; want %+v: the refused publishes count nothing", st.Counts, err, want)
 	}
 	if err := stop(); err != nil {

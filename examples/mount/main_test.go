@@ -114,7 +114,7 @@ func TestAPIUnderPrefix(t *testing.T) {
 	a = do(t, "GET", base+"/eventagg/stats", "")
 	check("stats", a, http.StatusOK)
 	a.decode(t, &stats)
-	if want := (eventagg.Counts{Received: 3, UniqueProcessed: 2, DuplicateDropped: 1}); stats.Counts != want || stats.Topics["t"] != want {
+	if want := (eventagg.Counts{Received: 3, UniqueProcessed: 2, DuplicateDropped: 1, Stored: 2}); stats.Counts != want || stats.Topics["t"] != want {
 		t.Errorf("stats: %s, want %+v overall and for topic t", a.body, want)
 	}
 
@@ -181,7 +181,7 @@ func TestClientUnderPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (eventagg.Counts{Received: 6, UniqueProcessed: 3, DuplicateDropped: 3}); stats.Counts != want {
+	if want := (eventagg.Counts{Received: 6, UniqueProcessed: 3, DuplicateDropped: 3, Stored: 3}); stats.Counts != want {
 		t.Errorf("stats %+v, want %+v", stats.Counts, want)
 	}
 	var got []string

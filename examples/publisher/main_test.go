@@ -76,7 +76,7 @@ func TestGivenServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (eventagg.Counts{Received: 40, UniqueProcessed: 10, DuplicateDropped: 30, Conflicts: 2}); stats.Counts != want {
+	if want := (eventagg.Counts{Received: 40, UniqueProcessed: 10, DuplicateDropped: 30, Conflicts: 2, Stored: 10}); stats.Counts != want {
 		t.Errorf("server counters %+v, want %+v", stats.Counts, want)
 	}
 	keys := map[eventagg.Key]bool{}

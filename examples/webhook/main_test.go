@@ -144,7 +144,7 @@ func TestRedeliveryIsNotProcessedAgain(t *testing.T) {
 	// The database holds each delivery once, every copy counted, the
 	// changed one as a conflict.
 	stats := readStats(t, db)
-	want := eventagg.Counts{Received: 9, UniqueProcessed: 3, DuplicateDropped: 6, Conflicts: 1}
+	want := eventagg.Counts{Received: 9, UniqueProcessed: 3, DuplicateDropped: 6, Conflicts: 1, Stored: 3}
 	if stats.Counts != want {
 		t.Errorf("stored counters %+v, want %+v", stats.Counts, want)
 	}
