@@ -80,14 +80,23 @@
 // them. Optional capabilities ([Pipeliner], [Pinger], [StatsQuerier],
 // [MetricsReporter]) let a store do more, each with a fallback.
 //
+// # Retention
+//
+// By default events stay forever. With [Options].Retention an event leaves
+// once that long has passed since the store accepted it, oldest first, and
+// counts as expired; its key leaves with it (a later copy is stored as new)
+// unless [Options].DedupWindow keeps keys longer. The store must implement
+// [Expirer], as this package's stores and package postgres's do.
+//
 // # Stats
 //
-// Each store keeps four counters, overall and per topic (see [Stats]):
-// received, unique_processed, duplicate_dropped and conflicts. At every
-// moment, across restarts and crashes, received = unique_processed +
-// duplicate_dropped, conflicts <= duplicate_dropped, and unique_processed
-// equals the number of stored events. [Aggregator.QueryStats] reads the
-// totals and one page of topics, however many topics there are.
+// Each store keeps its counters, overall and per topic (see [Stats]):
+// received, unique_processed, duplicate_dropped, conflicts, stored and
+// expired. At every moment, across restarts and crashes, received =
+// unique_processed + duplicate_dropped, conflicts <= duplicate_dropped,
+// unique_processed = stored + expired, and stored equals the number of
+// events a full listing returns. [Aggregator.QueryStats] reads the totals
+// and one page of topics, however many topics there are.
 //
 // # Listing
 //
