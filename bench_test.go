@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/internal/eventgen"
@@ -276,4 +278,86 @@ func BenchmarkStoredRows(b *testing.B) {
 			reportRate(b, events)
 		})
 	}
+}
+
+// BenchmarkRetentionSpace measures the space of an event and of a key kept
+// without its event (a dedup window longer than the retention): 100,000
+// events with uuid ids and payloads of the generator's 68 bytes, or of 4
+// KiB, are stored, all leave keeping their keys, then the keys leave. It
+// reports the bytes of used pages (page_count - freelist_count) per event
+// and per kept key.
+//
+//	go test -run '^$' -bench RetentionSpace -benchtime 1x .
+func BenchmarkRetentionSpace(b *testing.B) {
+	for _, size := range []int{0, 4 << 10} {
+		name := "payload=68B"
+		if size > 0 {
+			name = "payload=4KiB"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				benchRetentionSpace(b, size)
+			}
+		})
+	}
+}
+
+func benchRetentionSpace(b *testing.B, size int) {
+	path := filepath.Join(b.TempDir(), "events.db")
+	s := MustOpenSQLite(b, path, nil)
+	gen := eventgen.New(1, "uuid")
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	const n = 100_000
+	for range n / 1000 {
+		batch := gen.Batch(1000, 0)
+		if size > 0 {
+			for i := range batch {
+				batch[i].Payload = []byte(`"` + strings.Repeat("x", size-2) + `"`)
+			}
+		}
+		if _, err := s.Append(context.Background(), batch, eventagg.AppendOptions{AcceptedAt: at}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	withEvents := usedBytes(b, path)
+	expireAll(b, s, eventagg.ExpireQuery{PayloadsBefore: at.Add(time.Second), KeysBefore: at, Limit: 1000})
+	withKeys := usedBytes(b, path)
+	expireAll(b, s, eventagg.ExpireQuery{PayloadsBefore: at.Add(time.Second), Limit: 1000})
+	base := usedBytes(b, path)
+	b.ReportMetric(float64(withEvents-base)/n, "bytes/event")
+	b.ReportMetric(float64(withKeys-base)/n, "bytes/kept-key")
+}
+
+func expireAll(b *testing.B, s *eventagg.SQLiteStore, q eventagg.ExpireQuery) {
+	for {
+		res, err := s.Expire(context.Background(), q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !res.More {
+			return
+		}
+	}
+}
+
+// usedBytes returns the bytes of the database's pages that are in use, read
+// on a connection of its own.
+func usedBytes(b *testing.B, path string) int64 {
+	c, err := sqlite3.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	var v [3]int64
+	for i, q := range []string{"PRAGMA page_count", "PRAGMA freelist_count", "PRAGMA page_size"} {
+		stmt, _, err := c.Prepare(q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if stmt.Step() {
+			v[i] = stmt.ColumnInt64(0)
+		}
+		stmt.Close()
+	}
+	return (v[0] - v[1]) * v[2]
 }
