@@ -91,8 +91,8 @@ func createV1(t *testing.T, dsn, schema string) ([]eventagg.Event, map[string]ev
 		}
 	}
 	return old, map[string]eventagg.Counts{
-		"a": {Received: 6, UniqueProcessed: 3, DuplicateDropped: 3},
-		"b": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2},
+		"a": {Received: 6, UniqueProcessed: 3, DuplicateDropped: 3, Stored: 3},
+		"b": {Received: 3, UniqueProcessed: 1, DuplicateDropped: 2, Stored: 1},
 	}
 }
 
@@ -155,8 +155,8 @@ func TestMigrateFromVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counters["a"] = eventagg.Counts{Received: 6 + 5 + 5, UniqueProcessed: 3 + 1, DuplicateDropped: 3 + 4 + 5, Conflicts: 2 + 4}
-	counters["b"] = eventagg.Counts{Received: 3 + 1, UniqueProcessed: 1, DuplicateDropped: 2 + 1}
+	counters["a"] = eventagg.Counts{Received: 6 + 5 + 5, UniqueProcessed: 3 + 1, DuplicateDropped: 3 + 4 + 5, Conflicts: 2 + 4, Stored: 3 + 1}
+	counters["b"] = eventagg.Counts{Received: 3 + 1, UniqueProcessed: 1, DuplicateDropped: 2 + 1, Stored: 1}
 	if diff := cmp.Diff(counters, st.Topics); diff != "" {
 		t.Errorf("Stats().Topics after the resends (-want +got):\n%s", diff)
 	}

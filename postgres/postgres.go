@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"iter"
+	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/driver"
@@ -51,10 +54,11 @@ type Options struct {
 const pageSize = 500
 
 // Store is an [eventagg.Store] in a PostgreSQL schema, for one or several
-// eventagg replicas that share the schema. It is safe for concurrent use.
+// eventagg replicas that share the schema. It implements
+// [eventagg.Expirer] for retention. It is safe for concurrent use.
 //
 // See the package documentation for the schema, the ordering of sequence
-// numbers across replicas, and durability.
+// numbers across replicas, retention, and durability.
 type Store struct {
 	pool    *pgxpool.Pool
 	schema  string // as given
@@ -63,6 +67,7 @@ type Store struct {
 	lockKey int64 // advisory lock taken by Append and by migrations
 
 	lockSQL, appendSQL, appendLaterSQL, listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL string
+	lockRetentionSQL, expireSQL                                                                 string
 
 	closed atomic.Bool
 	once   sync.Once
@@ -176,12 +181,13 @@ func (s *Store) prepareSQL() {
 	//
 	// Parameters: $1 the number of first copies of keys in the batch, $2-$7
 	// their columns, phash being driver.PayloadHash of the payload;
-	// $8 RejectConflicts; $9 the counter shard. appendLaterSQL, for batches
-	// that hold later copies of their keys, also takes $10-$15: their topic
-	// and event_id, the ordinal (1-based) of the first copy of their key,
-	// whether their payload is the first copy's (the caller compares them),
-	// and, when it is not, their phash and payload. appendSQL, without them,
-	// is the common case, and cheaper to run.
+	// $8 RejectConflicts; $9 the counter shard; $10 the acceptance time of
+	// the batch, in nanoseconds. appendLaterSQL, for batches that hold later
+	// copies of their keys, also takes $11-$16: their topic and event_id,
+	// the ordinal (1-based) of the first copy of their key, whether their
+	// payload is the first copy's (the caller compares them), and, when it
+	// is not, their phash and payload. appendSQL, without them, is the
+	// common case, and cheaper to run.
 	//
 	// A status is 0 for a new key, 1 for a duplicate, 2 for a conflict. f
 	// gives each first copy its status from the stored copy of its key, if
@@ -189,16 +195,21 @@ func (s *Store) prepareSQL() {
 	// planned as a scan of every event). The statement's snapshot holds no
 	// row that ins inserts. A stored copy without phash, stored before
 	// schema version 2 or by a replica of that version, is compared by its
-	// payload bytes. A later copy with the payload of its key's first copy
-	// has the first copy's status, but duplicate for new; one with another
-	// payload is compared with the stored copy, or else conflicts with the
-	// first copy, which is stored now. o holds the status of every event.
-	// With $8, a conflict anywhere makes rej true, and nothing is inserted
-	// or counted.
+	// payload bytes. A kept key, whose event left (see expire.go), has no
+	// payload but always a phash: it is judged by its digest, and a key
+	// that left is not found, so its copy is new. A later copy with the
+	// payload of its key's first copy has the first copy's status, but
+	// duplicate for new; one with another payload is compared with the
+	// stored copy, or else conflicts with the first copy, which is stored
+	// now. o holds the status of every event. With $8, a conflict anywhere
+	// makes rej true, and nothing is inserted or counted.
 	//
 	// ins inserts without ON CONFLICT: under the append lock no other Append
 	// can have stored a key since f looked it up (a writer that does not take
-	// the lock would make the statement fail with a unique violation).
+	// the lock would make the statement fail with a unique violation), and
+	// Expire only removes keys. A key that an Expire running alongside
+	// removes after f looked it up was judged as it stood before: as if the
+	// Append committed first.
 	//
 	// The statement returns, for the events that are not duplicates, the
 	// ordinal of their row (first copies 1..$1, later copies $1 + their
@@ -225,7 +236,7 @@ func (s *Store) prepareSQL() {
 			SELECT CASE WHEN CASE WHEN e.phash IS NULL THEN e.payload IS NOT DISTINCT FROM l.payload ELSE e.phash = l.phash END THEN 1 ELSE 2 END
 			FROM {schema}.events e WHERE e.topic = l.topic AND e.event_id = l.event_id), 2)
 		END AS status
-	FROM unnest($10::text[], $11::text[], $12::int8[], $13::bool[], $14::bytea[], $15::bytea[])
+	FROM unnest($11::text[], $12::text[], $13::int8[], $14::bool[], $15::bytea[], $16::bytea[])
 		WITH ORDINALITY AS l (topic, event_id, first, same, phash, payload, ord)
 ), o AS MATERIALIZED (
 	SELECT ord, topic, status FROM f UNION ALL SELECT ord, topic, status FROM l
@@ -233,8 +244,8 @@ func (s *Store) prepareSQL() {
 		write = `, rej AS MATERIALIZED (
 	SELECT $8::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected
 ), ins AS (
-	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash)
-	SELECT b.base + f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash
+	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
+	SELECT b.base + f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
 	FROM b, f, rej WHERE f.status = 0 AND NOT rej.rejected
 ), cnt AS (
 	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
@@ -253,18 +264,27 @@ WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
 	expand := func(sql string) string { return s.expand(strings.ReplaceAll(sql, "{seq}", seq)) }
 	s.appendSQL = expand(first + firstOnly + write)
 	s.appendLaterSQL = expand(first + later + write)
-	const cols = `SELECT seq, topic, event_id, ts, source, payload FROM {schema}.events `
-	s.listSQL = s.expand(cols + `WHERE seq > $1 ORDER BY seq LIMIT $2`)
-	s.listTopicSQL = s.expand(cols + `WHERE topic = $3 AND seq > $1 ORDER BY seq LIMIT $2`)
+	// Listings start after the events that have left (the retention row's
+	// payloads, read in the listing's snapshot): a cursor at one of them
+	// goes on from the next event that is still there.
+	const (
+		cols  = `SELECT seq, topic, event_id, ts, source, payload FROM {schema}.events `
+		after = `seq > greatest($1::int8, (SELECT payloads FROM {schema}.retention)) `
+	)
+	s.listSQL = s.expand(cols + `WHERE ` + after + `ORDER BY seq LIMIT $2`)
+	s.listTopicSQL = s.expand(cols + `WHERE topic = $3 AND ` + after + `ORDER BY seq LIMIT $2`)
 	s.statsSQL = s.expand(`SELECT topic, sum(received)::int8, sum(unique_processed)::int8,
-	sum(duplicate_dropped)::int8, sum(conflicts)::int8 FROM {schema}.counters GROUP BY topic`)
+	sum(duplicate_dropped)::int8, sum(conflicts)::int8, sum(expired)::int8 FROM {schema}.counters GROUP BY topic`)
 	// The totals come first, with a NULL topic, then the page of topics.
 	s.queryStatsSQL = s.expand(`WITH t AS (SELECT topic, sum(received)::int8 AS r, sum(unique_processed)::int8 AS u,
-	sum(duplicate_dropped)::int8 AS d, sum(conflicts)::int8 AS c FROM {schema}.counters GROUP BY topic)
+	sum(duplicate_dropped)::int8 AS d, sum(conflicts)::int8 AS c, sum(expired)::int8 AS x FROM {schema}.counters GROUP BY topic)
 SELECT NULL::text, count(*)::int8, coalesce(sum(r), 0)::int8, coalesce(sum(u), 0)::int8,
-	coalesce(sum(d), 0)::int8, coalesce(sum(c), 0)::int8 FROM t
+	coalesce(sum(d), 0)::int8, coalesce(sum(c), 0)::int8, coalesce(sum(x), 0)::int8 FROM t
 UNION ALL
-(SELECT topic, 0, r, u, d, c FROM t WHERE topic > $1 ORDER BY topic LIMIT $2)`)
+(SELECT topic, 0, r, u, d, c, x FROM t WHERE topic > $1 ORDER BY topic LIMIT $2)`)
+	s.expireSQL = s.expand(strings.NewReplacer("{maxint}", strconv.FormatInt(math.MaxInt64, 10),
+		"{shard}", strconv.Itoa(expireShard)).Replace(expireSQL))
+	s.lockRetentionSQL = s.expand(lockRetentionSQL)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
 }
 
@@ -273,9 +293,10 @@ func (s *Store) Schema() string { return s.schema }
 
 // Append implements [eventagg.Store.Append] in one transaction and one round
 // trip: it takes the schema's append lock, then one statement finds which
-// keys of the batch are stored already and compares their payloads'
-// digests, inserts the first copy of each new key, and adds to one counter
-// shard of each topic; the transaction commits. It returns after PostgreSQL
+// keys of the batch are stored already (kept keys of events that left
+// included) and compares their payloads' digests, inserts the first copy
+// of each new key with its acceptance time (opts.AcceptedAt, or now), and
+// adds to one counter shard of each topic; the transaction commits. It returns after PostgreSQL
 // acknowledged the commit. With opts.RejectConflicts, a batch holding a
 // conflict commits without having stored or counted anything, and Append
 // returns a [*eventagg.ConflictError].
@@ -298,8 +319,12 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 		outcomes[i].Status = eventagg.Duplicate // unless the statement returns its row
 	}
 	b := newAppendBatch(events)
+	accepted := opts.AcceptedAt
+	if accepted.IsZero() {
+		accepted = time.Now()
+	}
 	sql, args := s.appendSQL, []any{int64(len(b.first)), b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes,
-		opts.RejectConflicts, int32(rand.IntN(s.shards))}
+		opts.RejectConflicts, int32(rand.IntN(s.shards)), nanos(accepted)}
 	if len(b.later) > 0 {
 		sql = s.appendLaterSQL
 		args = append(args, b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes, b.laterPayloads)
@@ -444,7 +469,9 @@ func (s *Store) fail(ctx context.Context, err error) error {
 //
 // An event is listed only once every event with a lower Seq is listable: a
 // reader that pages with Query.After never skips an event stored later by
-// another replica. See the package documentation.
+// another replica. See the package documentation. Events that left by
+// [Store.Expire] are not listed; a Query.After at one of them lists from
+// the next event still stored.
 func (s *Store) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg.Event, error] {
 	return driver.Paginate(q, pageSize, func(dst []eventagg.Event, after int64, n int) ([]eventagg.Event, error) {
 		return s.page(ctx, dst, q.Topic, after, n)
@@ -495,7 +522,8 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 }
 
 // Stats implements [eventagg.Store.Stats]: one query sums the counter shards
-// of every topic.
+// of every topic. Stored is what was stored less what expired: in the
+// snapshot the query reads, the number of events a listing would return.
 func (s *Store) Stats(ctx context.Context) (eventagg.Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return eventagg.Stats{}, err
@@ -514,9 +542,10 @@ func (s *Store) Stats(ctx context.Context) (eventagg.Stats, error) {
 			topic string
 			c     eventagg.Counts
 		)
-		if err := rows.Scan(&topic, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped, &c.Conflicts); err != nil {
+		if err := rows.Scan(&topic, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped, &c.Conflicts, &c.Expired); err != nil {
 			return eventagg.Stats{}, err
 		}
+		c.Stored = c.UniqueProcessed - c.Expired
 		st.Topics[topic] = c
 		st.Add(c)
 	}
@@ -549,9 +578,10 @@ func (s *Store) QueryStats(ctx context.Context, q eventagg.StatsQuery) (eventagg
 			n     int64
 			c     eventagg.Counts
 		)
-		if err := rows.Scan(&topic, &n, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped, &c.Conflicts); err != nil {
+		if err := rows.Scan(&topic, &n, &c.Received, &c.UniqueProcessed, &c.DuplicateDropped, &c.Conflicts, &c.Expired); err != nil {
 			return eventagg.Stats{}, err
 		}
+		c.Stored = c.UniqueProcessed - c.Expired
 		if topic == nil {
 			st.TopicCount, st.Counts = n, c
 		} else {

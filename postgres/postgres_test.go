@@ -339,7 +339,7 @@ func TestLaterCopies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := eventagg.Counts{Received: 3 + 3 + 5 + 4 + 3, UniqueProcessed: 3, DuplicateDropped: 1 + 2 + 1 + 1 + 1, Conflicts: 1 + 4 + 2 + 2}
+	want := eventagg.Counts{Received: 3 + 3 + 5 + 4 + 3, UniqueProcessed: 3, DuplicateDropped: 1 + 2 + 1 + 1 + 1, Conflicts: 1 + 4 + 2 + 2, Stored: 3}
 	want.DuplicateDropped += want.Conflicts
 	if diff := cmp.Diff(want, st.Counts); diff != "" {
 		t.Errorf("Stats() (-want +got):\n%s", diff)

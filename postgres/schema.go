@@ -11,7 +11,7 @@ import (
 )
 
 // schemaVersion is the version of the tables this package reads and writes.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migrations[v] moves a schema from version v to v+1. {schema} stands for the
 // quoted schema name. Versions are recorded in the table eventagg_schema; add
@@ -55,11 +55,32 @@ CREATE TABLE {schema}.counters (
 ALTER TABLE {schema}.events ADD COLUMN phash bytea;
 ALTER TABLE {schema}.counters ADD COLUMN conflicts bigint NOT NULL DEFAULT 0;
 `,
+	// Retention (see expire.go). accepted is when the store accepted the
+	// event, in nanoseconds since the Unix epoch: the events stored before
+	// get the time of the upgrade, a default that now() makes a constant of
+	// the transaction, so that PostgreSQL records it in the catalog instead
+	// of rewriting the table. Then the default becomes the time of each
+	// insert, for the events that a replica of the previous version stores
+	// while the others are upgraded. counters.expired counts the events that
+	// left; retention holds the prefixes of the events that have left.
+	2: `
+ALTER TABLE {schema}.events ADD COLUMN accepted bigint NOT NULL
+	DEFAULT (extract(epoch FROM now()) * 1000000)::bigint * 1000;
+ALTER TABLE {schema}.events ALTER COLUMN accepted
+	SET DEFAULT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000;
+ALTER TABLE {schema}.counters ADD COLUMN expired bigint NOT NULL DEFAULT 0;
+CREATE TABLE {schema}.retention (
+	id       boolean PRIMARY KEY DEFAULT true CHECK (id),
+	payloads bigint NOT NULL, -- every event with a Seq up to it has left
+	keys     bigint NOT NULL  -- every row with a Seq up to it is deleted
+);
+INSERT INTO {schema}.retention (payloads, keys) VALUES (0, 0);
+`,
 }
 
 // tables are the relations of the schema, checked when a schema holds no
 // version table: their presence means the schema is someone else's.
-var tables = []string{"eventagg_schema", "events_seq", "events", "counters"}
+var tables = []string{"eventagg_schema", "events_seq", "events", "counters", "retention"}
 
 // expand replaces {schema} in sql with the quoted schema name.
 func (s *Store) expand(sql string) string {
