@@ -11,6 +11,7 @@ import (
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/driver"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -166,5 +167,177 @@ func TestMigrateFromVersion1(t *testing.T) {
 	s = MustOpen(t, dsn, schema)
 	if diff := cmp.Diff([]eventagg.Status{D, C}, appendStatuses(t, s, old[1], withPayload(old[1], `2`))); diff != "" {
 		t.Errorf("after reopening (-want +got):\n%s", diff)
+	}
+}
+
+// schemaV2 is what version 2 of this package added to schemaV1 (its
+// migrations[1]), kept here as it was.
+const schemaV2 = `
+ALTER TABLE {schema}.events ADD COLUMN phash bytea;
+ALTER TABLE {schema}.counters ADD COLUMN conflicts bigint NOT NULL DEFAULT 0;
+`
+
+// createV2 creates schema as version 2 of this package left it: events
+// stored by version 1 (without a digest) and by version 2 (with one), and
+// counters with conflicts over a few shards. It returns the events in Seq
+// order, and the counters.
+func createV2(t *testing.T, dsn, schema string) ([]eventagg.Event, map[string]eventagg.Counts) {
+	t.Helper()
+	q := pgx.Identifier{schema}.Sanitize()
+	exec(t, dsn, `CREATE SCHEMA `+q+`;`+strings.ReplaceAll(schemaV1+schemaV2, "{schema}", q)+
+		`;INSERT INTO `+q+`.eventagg_schema (version) VALUES (2)`)
+	old := []eventagg.Event{event("a", "v1"), event("a", "1"), event("b", "1"), event("a", "none")}
+	old[1].Source = "old-source"
+	old[3].Payload = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for i := range old {
+		e := &old[i]
+		var payload, hash []byte
+		if len(e.Payload) > 0 {
+			payload = e.Payload
+		}
+		if i > 0 { // the first was stored by version 1
+			hash = driver.PayloadHash(e.Payload)
+		}
+		err := conn.QueryRow(ctx, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, source, payload, phash)
+			VALUES (nextval(`+quote(q+".events_seq")+`), $1, $2, $3, $4, $5, $6) RETURNING seq`,
+			e.Topic, e.EventID, e.Timestamp.UnixNano(), e.Source, payload, hash).Scan(&e.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		topic                string
+		shard                int32
+		received, uniq, d, c int64
+	}{{"a", 0, 5, 2, 3, 1}, {"a", 7, 2, 1, 1, 1}, {"b", 3, 2, 1, 1, 0}} {
+		if _, err := conn.Exec(ctx, `INSERT INTO `+q+`.counters (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
+			VALUES ($1, $2, $3, $4, $5, $6)`, c.topic, c.shard, c.received, c.uniq, c.d, c.c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return old, map[string]eventagg.Counts{
+		"a": {Received: 7, UniqueProcessed: 3, DuplicateDropped: 4, Conflicts: 2, Stored: 3},
+		"b": {Received: 2, UniqueProcessed: 1, DuplicateDropped: 1, Stored: 1},
+	}
+}
+
+// query runs sql, which returns one row, on the test database and scans it into dst.
+func query(t *testing.T, dsn, sql string, dst ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, sql).Scan(dst...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func TestMigrateFromVersion2(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	q := pgx.Identifier{schema}.Sanitize()
+	old, counters := createV2(t, dsn, schema)
+	// The files of the tables: a rewrite would give them new ones.
+	files := `SELECT array_agg(relfilenode::int8 ORDER BY relname) FROM pg_class
+		WHERE relnamespace = ` + quote(q) + `::regnamespace AND relname IN ('events', 'counters')`
+	var filesBefore, filesAfter []int64
+	query(t, dsn, files, &filesBefore)
+
+	before := time.Now()
+	s := MustOpen(t, dsn, schema)
+	upgraded := time.Now()
+	query(t, dsn, files, &filesAfter)
+	if diff := cmp.Diff(filesBefore, filesAfter); diff != "" {
+		t.Errorf("the upgrade rewrote the events or counters table (-before +after):\n%s", diff)
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping() after the upgrade: %v", err)
+	}
+	if diff := cmp.Diff(old, listAll(t, s, eventagg.Query{})); diff != "" {
+		t.Errorf("Events() after the upgrade (-stored by version 2 +listed):\n%s", diff)
+	}
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := eventagg.Stats{Topics: counters, TopicCount: 2}
+	for _, c := range counters {
+		want.Add(c)
+	}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("Stats() after the upgrade (-counted by version 2 +now):\n%s", diff)
+	}
+	// The events stored before were accepted at the time of the upgrade
+	// (the server's clock: the same machine's, to within its rounding).
+	var lo, hi int64
+	query(t, dsn, `SELECT min(accepted), max(accepted) FROM `+q+`.events`, &lo, &hi)
+	if lo != hi || lo < before.Add(-time.Second).UnixNano() || lo > upgraded.Add(time.Second).UnixNano() {
+		t.Errorf("accepted of the events stored before the upgrade: %v to %v, want one time between %v and %v",
+			time.Unix(0, lo), time.Unix(0, hi), before, upgraded)
+	}
+	// A replica of version 2 still running inserts without accepted: the
+	// column's default is then the time of the insert, not of the upgrade.
+	time.Sleep(50 * time.Millisecond)
+	exec(t, dsn, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, source, payload, phash)
+		VALUES (nextval(`+quote(q+".events_seq")+`), 'b', 'by-v2', 1, '', NULL, $1)`, driver.PayloadHash(nil))
+	exec(t, dsn, `UPDATE `+q+`.counters SET received = received + 1, unique_processed = unique_processed + 1
+		WHERE topic = 'b' AND shard = 3`)
+	var byV2 int64
+	query(t, dsn, `SELECT accepted FROM `+q+`.events WHERE event_id = 'by-v2'`, &byV2)
+	if byV2 < lo+int64(40*time.Millisecond) || byV2 > time.Now().Add(time.Second).UnixNano() {
+		t.Errorf("accepted of an event inserted by a replica of version 2 = %v, want about now, after the upgrade at %v",
+			time.Unix(0, byV2), time.Unix(0, lo))
+	}
+
+	// Every event leaves; the keys stay, those stored without a digest
+	// (by version 1) get one, and judge the copies sent again.
+	x := eventagg.Expirer(s)
+	res, err := x.Expire(t.Context(), eventagg.ExpireQuery{PayloadsBefore: time.Now().Add(time.Hour), KeysBefore: before.Add(-time.Hour), Limit: 100})
+	if err != nil || res != (eventagg.ExpireResult{Events: 5}) {
+		t.Fatalf("Expire(every event, keeping the keys) = %+v, %v; want 5 events, no key", res, err)
+	}
+	if got := listAll(t, s, eventagg.Query{}); len(got) != 0 {
+		t.Errorf("Events() after every event left = %d events, want none", len(got))
+	}
+	if h := phash(t, dsn, schema, old[0].Key()); !bytes.Equal(h, driver.PayloadHash(old[0].Payload)) {
+		t.Errorf("kept key of an event stored by version 1 has phash %x, want the digest of its payload", h)
+	}
+	a0, a1, b1, none := old[0], old[1], old[2], old[3]
+	a0.Source = "resent" // only the payload is compared
+	got := appendStatuses(t, s, a0, withPayload(old[0], `{}`), a1, b1, withPayload(b1, `2`), none, withPayload(none, `null`))
+	if diff := cmp.Diff([]eventagg.Status{D, C, D, D, C, D, C}, got); diff != "" {
+		t.Errorf("copies of the kept keys (-want +got):\n%s", diff)
+	}
+	st, err = s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counters["a"] = eventagg.Counts{Received: 7 + 5, UniqueProcessed: 3, DuplicateDropped: 4 + 5, Conflicts: 2 + 2, Expired: 3}
+	counters["b"] = eventagg.Counts{Received: 2 + 1 + 2, UniqueProcessed: 1 + 1, DuplicateDropped: 1 + 2, Conflicts: 1, Expired: 2}
+	if diff := cmp.Diff(counters, st.Topics); diff != "" {
+		t.Errorf("Stats().Topics after expiry and resends (-want +got):\n%s", diff)
+	}
+
+	// Then the keys leave too, and a copy is new.
+	res, err = x.Expire(t.Context(), eventagg.ExpireQuery{PayloadsBefore: time.Now().Add(time.Hour), Limit: 100})
+	if err != nil || res != (eventagg.ExpireResult{Keys: 5}) {
+		t.Fatalf("Expire(every key) = %+v, %v; want 5 keys", res, err)
+	}
+	if diff := cmp.Diff([]eventagg.Status{S}, appendStatuses(t, s, old[0])); diff != "" {
+		t.Errorf("a copy after its key left (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]eventagg.Event{old[0]}, listAll(t, s, eventagg.Query{}), cmpopts.IgnoreFields(eventagg.Event{}, "Seq")); diff != "" {
+		t.Errorf("Events() at the end (-want +got):\n%s", diff)
 	}
 }
