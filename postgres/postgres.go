@@ -82,8 +82,8 @@ type Store struct {
 // ctx bounds the connection and the migration, not the Store's life.
 //
 // Open fails if the database is unreachable, its encoding is not UTF8, the
-// schema holds an events, counters or events_seq relation but no eventagg
-// version, or the schema was written by a newer version of eventagg.
+// schema holds an events, counters, events_seq or retention relation but no
+// eventagg version, or the schema was written by a newer version of eventagg.
 func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	var o Options
 	if opts != nil {
