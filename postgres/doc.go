@@ -192,10 +192,17 @@
 // rows of the keys that leave, kept keys and events alike, as one range of
 // the primary key; keeps the key and digest of the other events that
 // leave, as one range UPDATE; adds to the expired counters; and moves the
-// prefixes. Deleted rows are space that autovacuum makes reusable, for the
-// events stored next, so that at a constant rate and window the table
-// stops growing; it does not shrink on disk (VACUUM FULL or pg_repack give
-// the space back, taking the table's lock).
+// prefixes.
+//
+// The rows deleted, and the old versions of the rows updated, are space
+// that VACUUM makes reusable for the events stored next, so that at a
+// constant rate and window the table stops growing once autovacuum keeps
+// pace: it runs once the dead rows reach a fifth of the table
+// (autovacuum_vacuum_scale_factor) and looks every minute; for a short
+// window, a lower scale factor for the events table keeps the table
+// closer to its live rows. Where autovacuum is off, run VACUUM on the
+// events table every window or so. The table does not shrink on disk
+// (VACUUM FULL or pg_repack give the space back, taking the table's lock).
 //
 // Expire does not take the append lock: Appends and Expires run side by
 // side. An Expire and an Append never wait for each other's rows: an

@@ -23,8 +23,7 @@ import (
 //     the payload's digest, by which Append judges a later copy as it
 //     judges any other.
 //
-// Either keys equals payloads, or the row numbered payloads is a kept key:
-// payloads is always the Seq of the last event that left.
+// The package documentation says more, under Retention.
 
 // expireShard is the counters row of each topic that Expire adds to. Appends
 // add to the shards 0 to CounterShards-1, so that an Expire and an Append
