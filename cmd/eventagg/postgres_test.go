@@ -80,6 +80,7 @@ func TestTwoReplicasOnPostgresAgree(t *testing.T) {
 		Received:         producers * rounds * 2,
 		UniqueProcessed:  rounds + producers*rounds,
 		DuplicateDropped: (producers - 1) * rounds,
+		Stored:           rounds + producers*rounds,
 	}
 	if processed != int(want.UniqueProcessed) || duplicates != int(want.DuplicateDropped) {
 		t.Errorf("the answers sum to %d processed, %d duplicates; want %d, %d", processed, duplicates, want.UniqueProcessed, want.DuplicateDropped)
