@@ -55,5 +55,5 @@ func ExampleCountOutcomes() {
 	events := []eventagg.Event{{Topic: "a", EventID: "1"}, {Topic: "a", EventID: "1"}, {Topic: "a", EventID: "1", Payload: []byte(`2`)}}
 	outcomes := []eventagg.Outcome{{Status: eventagg.Stored, Seq: 1}, {Status: eventagg.Duplicate}, {Status: eventagg.Conflict}}
 	fmt.Printf("%+v\n", driver.CountOutcomes(events, outcomes)["a"])
-	// Output: {Received:3 UniqueProcessed:1 DuplicateDropped:2 Conflicts:1}
+	// Output: {Received:3 UniqueProcessed:1 DuplicateDropped:2 Conflicts:1 Stored:1 Expired:0}
 }
