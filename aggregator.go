@@ -321,7 +321,7 @@ func (a *Aggregator) write() {
 			case <-tick:
 				// Idle, or between commits: expire what is due, a chunk at a
 				// time, while no call waits.
-				for a.expire() && len(a.queue) == 0 {
+				for a.expire() > 0 && a.expireDue && len(a.queue) == 0 {
 				}
 				continue
 			}
@@ -356,9 +356,11 @@ func (a *Aggregator) write() {
 			reqs, n = append(reqs, r), n+len(r.events)
 		}
 		batch = a.commit(reqs, batch[:0])
-		clear(reqs)      // let the requests be collected
-		if a.expireDue { // under load: a chunk between commits, so expiry keeps up
-			a.expire()
+		clear(reqs) // let the requests be collected
+		// Under load, as many events may leave between commits as this one
+		// stored, in chunks, so that expiry keeps up with ingest.
+		for left := n; a.expireDue && left > 0; {
+			left -= max(a.expire(), 1)
 		}
 	}
 }
@@ -373,8 +375,9 @@ func expireEvery(retain time.Duration) time.Duration {
 	return min(max(retain/10, 10*time.Millisecond), time.Second)
 }
 
-// expire runs one chunk of expiry and reports whether more is due.
-func (a *Aggregator) expire() bool {
+// expire runs one chunk of expiry, notes in expireDue whether more is due,
+// and returns how many events and keys left.
+func (a *Aggregator) expire() int {
 	now := a.now()
 	q := ExpireQuery{PayloadsBefore: now.Add(-a.retain), Limit: expireChunk}
 	if a.dedupFor > a.retain {
@@ -388,10 +391,10 @@ func (a *Aggregator) expire() bool {
 			a.log.LogAttrs(context.Background(), slog.LevelError, "eventagg: expiring events failed; they stay until it succeeds",
 				slog.Any("error", err))
 		}
-		return false
+		return 0
 	}
 	a.expireDue = res.More
-	return res.More
+	return max(res.Events, res.Keys)
 }
 
 // written is a batch the store committed, or failed to, waiting to be
