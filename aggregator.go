@@ -100,6 +100,13 @@ type Aggregator struct {
 	log       *slog.Logger
 	started   time.Time
 
+	// Following (see Tail): the acker wakes waiting Tails after each
+	// durable commit; durability tells them which events they may hand out.
+	wakeup     wakeup
+	durability durability
+	watcher    Watcher // the store, if it is one; nil otherwise
+	watchOnce  sync.Once
+
 	// ctx is the writer's: it ends when Shutdown gives up on the drain.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -191,6 +198,9 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
+	_, a.durability.guard = store.(Pipeliner)
+	a.durability.seq.Store(-1)
+	a.watcher, _ = store.(Watcher)
 	go a.write()
 	go a.ack()
 	return a, nil
@@ -431,8 +441,14 @@ func (a *Aggregator) commit(reqs []*request, batch []Event) []Event {
 			batch = append(batch, r.events...)
 		}
 		w := written{reqs: live}
+		a.durability.inflight.Add(1) // before the commit can be seen
 		w.outcomes, w.wait, w.err = a.pipe.AppendAsync(a.ctx, batch, AppendOptions{RejectConflicts: a.reject, AcceptedAt: a.now()})
 		clear(batch) // drop references to payloads
+		if w.err != nil {
+			a.durability.inflight.Add(-1) // nothing was committed
+		} else {
+			a.durability.committed(w.outcomes)
+		}
 		var ce *ConflictError
 		if a.reject && errors.As(w.err, &ce) && ce.Index >= 0 && ce.Index < len(batch) {
 			live = refuse(live, ce)
@@ -467,7 +483,13 @@ func (a *Aggregator) ack() {
 	defer close(a.stopped)
 	for w := range a.acks {
 		if w.err == nil {
-			w.err = w.wait()
+			if w.err = w.wait(); w.err == nil {
+				a.durability.madeDurable(w.outcomes)
+				a.wakeup.wake()
+			}
+			// A failed wait leaves the commit in flight for good: its
+			// events, and every later one, are never known durable, and
+			// no Tail hands them out.
 		}
 		a.answer(w)
 	}
