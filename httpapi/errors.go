@@ -57,6 +57,12 @@ const (
 	CodeStoreDamaged = "store_damaged"
 	// CodeTooManyListings (503): too many GET /events answers are under way.
 	CodeTooManyListings = "too_many_listings"
+	// CodeTooManyFollowers (503): too many GET /events?follow=true streams
+	// are under way.
+	CodeTooManyFollowers = "too_many_followers"
+	// CodeNotImplemented (501): the server cannot do what was asked (a
+	// follow, with a backend that has no Tail).
+	CodeNotImplemented = "not_implemented"
 )
 
 // ErrorResponse is the body of every error answer.
@@ -88,13 +94,14 @@ func (e tooManyListings) Error() string {
 //   - anything else: 500 "internal error", logged, never shown.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		reqErr   *requestError
-		authErr  *authError
-		valErr   *eventagg.ValidationError
-		conflict *eventagg.ConflictError
-		listings tooManyListings
-		status   int
-		body     ErrorResponse
+		reqErr    *requestError
+		authErr   *authError
+		valErr    *eventagg.ValidationError
+		conflict  *eventagg.ConflictError
+		listings  tooManyListings
+		followers tooManyFollowers
+		status    int
+		body      ErrorResponse
 	)
 	switch {
 	case errors.As(err, &authErr):
@@ -120,6 +127,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 			body.Code = CodeTooLarge
 		case http.StatusUnsupportedMediaType:
 			body.Code = CodeUnsupported
+		case http.StatusNotImplemented:
+			body.Code = CodeNotImplemented
 		default:
 			body.Code = CodeBadRequest
 			if reqErr.index >= 0 && !reqErr.syntax { // one event is wrong, not the JSON
@@ -134,6 +143,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		body = ErrorResponse{Error: conflict.Error() + "; nothing of the batch was stored", Code: CodeConflict, Index: &conflict.Index, Field: "payload"}
 	case errors.As(err, &listings):
 		status, body.Code, body.Error = http.StatusServiceUnavailable, CodeTooManyListings, listings.Error()
+	case errors.As(err, &followers):
+		status, body.Code, body.Error = http.StatusServiceUnavailable, CodeTooManyFollowers, followers.Error()
 	case errors.Is(err, eventagg.ErrQueueFull):
 		status, body.Code, body.Error = http.StatusServiceUnavailable, CodeQueueFull, "server busy: the publish queue is full; retry later"
 	case errors.Is(err, eventagg.ErrClosed):

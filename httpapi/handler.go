@@ -66,6 +66,16 @@ type Options struct {
 	// TokenReads, with Token, requires the token for GET /events, /stats
 	// and /metrics as well. GET /health never requires it.
 	TokenReads bool
+	// MaxFollowers bounds the GET /events?follow=true streams served at
+	// once; above it a follow gets 503 with Retry-After. Default
+	// DefaultMaxFollowers. Each holds at most a page of events
+	// ([eventagg.TailPage], [eventagg.TailPageBytes]) however slowly its
+	// client reads.
+	MaxFollowers int
+	// Heartbeat is how long a follow stream may go without sending
+	// anything: then it sends a comment line, so that proxies and clients
+	// see it alive. Default DefaultHeartbeat.
+	Heartbeat time.Duration
 }
 
 // Backend is what a [Handler] serves: the methods of [*eventagg.Aggregator]
@@ -101,6 +111,7 @@ type Backend interface {
 //
 //	POST /publish   one event, a JSON array of events, or {"events":[...]}
 //	GET  /events    ?topic=&after=&limit=  stored events in acceptance order
+//	GET  /events    ?follow=true&topic=&after=  the same, then new ones as they come (server-sent events)
 //	GET  /stats     ?topics_after=&topics_limit=  counters, a page of topics, uptime
 //	GET  /health    {"status":"healthy"} or 503
 //	GET  /metrics   Prometheus text format
@@ -117,6 +128,10 @@ type Handler struct {
 	metrics  *metrics
 	tokenSum [sha256.Size]byte // of opts.Token
 	listings chan struct{}     // one per GET /events answer under way
+
+	followers  chan struct{}   // one per follow stream under way
+	followsCtx context.Context // ends at CloseFollows
+	endFollows context.CancelFunc
 }
 
 // NewHandler returns a Handler serving agg, usually an [*eventagg.Aggregator].
@@ -142,6 +157,14 @@ func NewHandler(agg Backend, opts *Options) *Handler {
 		h.opts.WriteTimeout = DefaultWriteTimeout
 	}
 	h.listings = make(chan struct{}, h.opts.MaxListings)
+	if h.opts.MaxFollowers <= 0 {
+		h.opts.MaxFollowers = DefaultMaxFollowers
+	}
+	if h.opts.Heartbeat <= 0 {
+		h.opts.Heartbeat = DefaultHeartbeat
+	}
+	h.followers = make(chan struct{}, h.opts.MaxFollowers)
+	h.followsCtx, h.endFollows = context.WithCancel(context.Background())
 	if h.opts.Now == nil {
 		h.opts.Now = time.Now
 	}
@@ -349,7 +372,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
-	v, err := params(r, "topic", "after", "limit")
+	v, err := params(r, "topic", "after", "limit", "follow")
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -357,6 +380,13 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	q, err := h.parseQuery(v)
 	if err != nil {
 		h.writeError(w, r, err)
+		return
+	}
+	if follow, err := boolParam(v, "follow"); err != nil {
+		h.writeError(w, r, err)
+		return
+	} else if follow {
+		h.follow(w, r, q)
 		return
 	}
 	select {

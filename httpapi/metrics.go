@@ -20,7 +20,8 @@ var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 // metrics holds what this process counts itself; the event counters come
 // from the store, so they are exact across restarts and replicas.
 type metrics struct {
-	rejected atomic.Int64 // publish requests answered 400, 408, 409, 413 or 415
+	rejected  atomic.Int64 // publish requests answered 400, 408, 409, 413 or 415
+	following atomic.Int64 // follow streams under way
 
 	mu       sync.Mutex
 	requests map[requestKey]int64
@@ -69,6 +70,7 @@ func (m *metrics) write(w io.Writer, st *eventagg.Stats, queue int, uptime time.
 		p.metric("eventagg_topics", "gauge", "Topics that have received an event.", float64(st.TopicCount))
 	}
 	p.metric("eventagg_publish_rejected_total", "counter", "Publish requests this process rejected as malformed, invalid, too large or conflicting.", float64(m.rejected.Load()))
+	p.metric("eventagg_followers", "gauge", "GET /events?follow=true streams under way.", float64(m.following.Load()))
 	p.metric("eventagg_queue_depth", "gauge", "Publish calls waiting for the writer.", float64(queue))
 	p.metric("eventagg_uptime_seconds", "gauge", "Seconds since the server started.", uptime.Seconds())
 	for _, sm := range store {

@@ -117,6 +117,7 @@ type config struct {
 	writeTimeout    time.Duration
 	idleTimeout     time.Duration
 	maxListings     int
+	maxFollowers    int
 	token           string // from -token or read from -token-file
 	tokenFile       string
 	tokenReads      bool
@@ -154,6 +155,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.writeTimeout, "write-timeout", httpapi.DefaultWriteTimeout, "how long an answer waits for the client to take more of it before the connection is cut")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 120*time.Second, "how long an idle keep-alive connection stays open")
 	fs.IntVar(&c.maxListings, "max-listings", httpapi.DefaultMaxListings, "most GET /events answers served at once (503 above)")
+	fs.IntVar(&c.maxFollowers, "max-followers", httpapi.DefaultMaxFollowers, "most GET /events?follow=true streams served at once (503 above)")
 	fs.StringVar(&c.token, "token", "", "bearer `token` that POST /publish requires (prefer -token-file or EVENTAGG_TOKEN: flags show in ps)")
 	fs.StringVar(&c.tokenFile, "token-file", "", "`file` holding the bearer token")
 	fs.BoolVar(&c.tokenReads, "token-reads", false, "require the token for GET /events, /stats and /metrics too (never /health)")
@@ -226,6 +228,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, usageError{errors.New("-max-db-size must not be negative")}
 	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.writeTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0:
 		return nil, usageError{errors.New("-busy-timeout, -read-header-timeout, -read-timeout, -write-timeout, -idle-timeout and -shutdown-timeout must be positive")}
+	case c.maxFollowers <= 0:
+		return nil, usageError{errors.New("-max-followers must be positive")}
 	case c.maxListings <= 0:
 		return nil, usageError{errors.New("-max-listings must be positive")}
 	case (c.tlsCert == "") != (c.tlsKey == ""):
@@ -361,16 +365,18 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	handler := httpapi.NewHandler(agg, &httpapi.Options{
+		MaxBodyBytes:        cfg.maxBody,
+		MaxEventsPerRequest: cfg.maxBatch,
+		MaxListings:         cfg.maxListings,
+		MaxFollowers:        cfg.maxFollowers,
+		WriteTimeout:        cfg.writeTimeout,
+		Logger:              log,
+		Token:               cfg.token,
+		TokenReads:          cfg.tokenReads,
+	})
 	srv := &http.Server{
-		Handler: httpapi.NewHandler(agg, &httpapi.Options{
-			MaxBodyBytes:        cfg.maxBody,
-			MaxEventsPerRequest: cfg.maxBatch,
-			MaxListings:         cfg.maxListings,
-			WriteTimeout:        cfg.writeTimeout,
-			Logger:              log,
-			Token:               cfg.token,
-			TokenReads:          cfg.tokenReads,
-		}),
+		Handler:           handler,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: cfg.readHeader,
 		ReadTimeout:       cfg.readTimeout,
@@ -378,6 +384,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	srv.RegisterOnShutdown(handler.CloseFollows) // follow streams never end on their own
 	served := make(chan error, 1)
 	go func() {
 		if tlsConfig != nil {
