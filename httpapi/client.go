@@ -22,6 +22,8 @@ import (
 // ClientOptions configures [NewClient]. The zero value is the default.
 type ClientOptions struct {
 	// HTTPClient sends the requests; default a client with a 30s timeout.
+	// Its Timeout does not cut a [Client.Follow] stream: there it bounds
+	// the wait for the answer's headers and each silence of the stream.
 	HTTPClient *http.Client
 	// MaxAttempts bounds the tries of one call, the first included; default 8.
 	// 1 disables retries.
@@ -32,6 +34,15 @@ type ClientOptions struct {
 	MaxBackoff time.Duration
 	// Token, if set, is sent as "Authorization: Bearer <Token>".
 	Token string
+	// MaxFollowEventBytes bounds the JSON of one event that [Client.Follow]
+	// accepts; default [DefaultMaxFollowEventBytes]. Raise it with the
+	// server's [Options].MaxBodyBytes.
+	MaxFollowEventBytes int
+	// FollowState, if set, is called by [Client.Follow] as its connection
+	// comes and goes: with nil each time a stream opens, and with the
+	// reason each time an attempt fails or an open stream is lost, before
+	// Follow waits to reconnect. See [Client.Follow].
+	FollowState func(err error)
 }
 
 // Client talks to an eventagg server. It is the at-least-once producer:
@@ -72,6 +83,9 @@ func NewClient(baseURL string, opts *ClientOptions) (*Client, error) {
 		c.opts.MaxBackoff = 5 * time.Second
 	}
 	c.opts.MaxBackoff = max(c.opts.MaxBackoff, c.opts.MinBackoff)
+	if c.opts.MaxFollowEventBytes <= 0 {
+		c.opts.MaxFollowEventBytes = DefaultMaxFollowEventBytes
+	}
 	return c, nil
 }
 
@@ -240,8 +254,9 @@ func (c *Client) backoff(attempt int) time.Duration {
 	return step/2 + rand.N(step/2+1)
 }
 
-// try sends one request.
-func (c *Client) try(ctx context.Context, method, path string, query url.Values, body []byte) ([]byte, error) {
+// newRequest returns a request for path under the base URL, with the
+// query, the JSON body if not nil, and the token.
+func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, body []byte) (*http.Request, error) {
 	u := *c.base
 	u.Path += path
 	u.RawQuery = query.Encode()
@@ -260,6 +275,15 @@ func (c *Client) try(ctx context.Context, method, path string, query url.Values,
 	if c.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
+	return req, nil
+}
+
+// try sends one request.
+func (c *Client) try(ctx context.Context, method, path string, query url.Values, body []byte) ([]byte, error) {
+	req, err := c.newRequest(ctx, method, path, query, body)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -272,6 +296,12 @@ func (c *Client) try(ctx context.Context, method, path string, query url.Values,
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return data, nil
 	}
+	return nil, errorAnswer(resp, data)
+}
+
+// errorAnswer returns the APIError that resp, an answer other than 2xx
+// with the body data, stands for.
+func errorAnswer(resp *http.Response, data []byte) *APIError {
 	apiErr := &APIError{StatusCode: resp.StatusCode}
 	var e ErrorResponse
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
@@ -280,7 +310,7 @@ func (c *Client) try(ctx context.Context, method, path string, query url.Values,
 		apiErr.Message = strings.TrimSpace(string(data[:min(len(data), 200)]))
 	}
 	apiErr.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	return nil, apiErr
+	return apiErr
 }
 
 // parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
