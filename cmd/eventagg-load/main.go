@@ -16,6 +16,14 @@
 // stored again when resent: the check then asks for at least one stored
 // event per distinct id, and unique = stored + expired.
 //
+// With -followers N, N consumers follow the run's events (GET
+// /events?follow=true, through the Go client) while it publishes; the
+// events then carry the time they were sent as their timestamp, and the
+// run reports the publish-to-delivery latency (p50, p90, p99, max) over
+// every delivery, and checks that each follower received every event the
+// run stored. The run's events go to a topic of their own ("load-<seed>")
+// so that the followers start at its beginning.
+//
 // It only talks to the URL it is given. Ids are fresh on every run, so runs
 // against the same server do not overlap.
 package main
@@ -53,18 +61,19 @@ func main() {
 }
 
 type config struct {
-	url      string
-	clients  int
-	batch    int
-	dups     float64
-	events   int
-	duration time.Duration
-	db       string
-	ids      string
-	token    string
-	pid      int
-	progress time.Duration
-	seed     uint64
+	url       string
+	clients   int
+	batch     int
+	dups      float64
+	events    int
+	duration  time.Duration
+	db        string
+	ids       string
+	token     string
+	pid       int
+	progress  time.Duration
+	seed      uint64
+	followers int
 }
 
 func parseConfig(args []string, stderr io.Writer) (*config, error) {
@@ -82,6 +91,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.token, "token", os.Getenv("EVENTAGG_TOKEN"), "bearer token (default $EVENTAGG_TOKEN)")
 	fs.IntVar(&c.pid, "pid", 0, "server process id, to report its peak resident memory (Linux)")
 	fs.DurationVar(&c.progress, "progress", time.Second, "interval of progress lines (0: none)")
+	fs.IntVar(&c.followers, "followers", 0, "consumers following the run's events, to measure publish-to-delivery latency (0: none)")
 	fs.Uint64Var(&c.seed, "seed", 0, "seed of the generated ids (default: from the clock, fresh every run)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -89,6 +99,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case c.followers < 0:
+		return nil, errors.New("-followers must not be negative")
 	case c.clients < 1 || c.batch < 1 || c.events < 1:
 		return nil, errors.New("-clients, -batch and -events must be positive")
 	case c.dups < 0 || c.dups >= 1:
@@ -142,11 +154,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "eventagg-load: %s to %s, %d clients, batch %d, %.0f%% duplicates, %s ids\n",
 		amount, cfg.url, cfg.clients, cfg.batch, cfg.dups*100, cfg.ids)
+	topic := "load"
+	var fl *followers
+	if cfg.followers > 0 {
+		topic = "load-" + strconv.FormatUint(cfg.seed, 36)
+		fctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if fl, err = follow(fctx, cfg.url, cfg.token, topic, cfg.followers); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "followers  %d following topic %s\n", cfg.followers, topic)
+	}
 	start := time.Now()
 	for i := range cfg.clients {
 		wg.Go(func() {
 			gen := eventgen.New(cfg.seed+uint64(i)*0x9e3779b9, cfg.ids)
-			gen.Topic = "load"
+			gen.Topic = topic
 			var mine []time.Duration
 			defer func() {
 				made.Add(int64(gen.Made()))
@@ -157,6 +180,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			for next.Add(1) <= int64(requests) && ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
 				batch := gen.Batch(cfg.batch, cfg.dups)
 				sent := time.Now()
+				if fl != nil { // the followers measure from here
+					for i := range batch {
+						batch[i].Timestamp = sent
+					}
+				}
 				res, err := client.Publish(ctx, batch...)
 				mine = append(mine, time.Since(sent))
 				t.requests.Add(1)
@@ -234,6 +262,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if firstErr != nil {
 		return fmt.Errorf("%d requests failed; the first: %w", t.failures.Load(), firstErr)
+	}
+	if fl != nil {
+		if err := fl.report(stdout, t.processed.Load(), 30*time.Second); err != nil {
+			return err
+		}
 	}
 
 	after, err := client.Stats(ctx)

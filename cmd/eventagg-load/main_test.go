@@ -75,3 +75,17 @@ func TestParseConfigRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestRunWithFollowers(t *testing.T) {
+	srv := newServer(t, nil)
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"-url", srv.URL, "-clients", "2", "-batch", "5", "-events", "60", "-followers", "3", "-progress", "0"}, &out, io.Discard)
+	if err != nil {
+		t.Fatalf("run(-followers 3) = %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"followers  3 following topic load-", "delivery   p50", "each of 3 followers received all", "check      ok"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
