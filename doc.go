@@ -103,4 +103,13 @@
 // Stored events are listed in acceptance order by [Aggregator.Events], each
 // with a sequence number (Seq) that only grows. Pass the last Seq seen as
 // [Query].After to read the next page.
+//
+// # Following
+//
+// [Aggregator.Follow] lists the stored events and then each new one as soon
+// as it is durable, until its context ends; [Aggregator.Tail] gives the same
+// page by page. A follower holds a page, never a backlog: one that falls
+// behind reads from the store by cursor. Followers in one process are woken
+// by the writer; a store shared by replicas wakes them across processes if
+// it is a [Watcher], as package postgres's is.
 package eventagg

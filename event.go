@@ -37,7 +37,9 @@ type Event struct {
 	// Source optionally names the producer; at most 255 bytes of UTF-8 with no
 	// control characters.
 	Source string `json:"source,omitempty"`
-	// Payload is any JSON value, stored and returned byte for byte.
+	// Payload is any JSON value, stored and returned byte for byte (except
+	// by an HTTP follow, whose event stream turns a "\r\n" or "\r" in the
+	// JSON's whitespace into "\n").
 	// An empty Payload means none. It must be I-JSON (RFC 7493): UTF-8
 	// without lone surrogate escapes, no object with a repeated member name
 	// (parsers disagree on which value wins), no number whose magnitude

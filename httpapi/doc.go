@@ -35,6 +35,16 @@
 //     prefix. At most [Options].MaxListings listings are served at once
 //     (503 with Retry-After above), and a listing whose client reads
 //     nothing for [Options].WriteTimeout is cut.
+//   - GET /events?follow=true&topic=&after=&limit=: the same events, then
+//     each new one once durable, as a text/event-stream of server-sent
+//     events ("id: <seq>", "data: <the event's JSON>"; a payload's line
+//     breaks split its data over lines), after a "retry:" hint, with a
+//     comment every [Options].Heartbeat on an idle stream. The
+//     Last-Event-ID header takes the place of after; with limit the stream
+//     ends after that many events. At most [Options].MaxFollowers at once
+//     (503 too_many_followers above); 501 if the [Backend] is not a
+//     [Tailer]. Streams end at [Handler.CloseFollows] or when the backend
+//     shuts down.
 //   - GET /stats?topics_after=&topics_limit=: {"received","unique_processed",
 //     "duplicate_dropped","conflicts","topic_count","topics":{...},"started_at",
 //     "uptime_seconds"}, each topic with the same four counters:
@@ -108,4 +118,8 @@
 // the library's ([APIError.Unwrap]): errors.Is(err, eventagg.ErrQueueFull),
 // errors.As(err, &validationErr) with the index and field, and so on. Code
 // written against a Publisher runs in process or against a server alike.
+//
+// [Client.Follow] follows the server's events as [eventagg.Aggregator.Follow]
+// does in process: it reconnects with backoff and resumes by Last-Event-ID,
+// so the consumer sees each event once across restarts of the server.
 package httpapi
