@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"iter"
 	"os"
 	"strconv"
 	"strings"
@@ -119,6 +120,42 @@ func TestRedactHidesPasswords(t *testing.T) {
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestFollowAcrossPostgresReplicas: a consumer following one replica sees
+// the events published on another, in order, once each, through the Go
+// client's Follow.
+func TestFollowAcrossPostgresReplicas(t *testing.T) {
+	dsn, schema := postgresSchema(t)
+	a := startChild(t, dsn, "-db-schema", schema)
+	b := startChild(t, dsn, "-db-schema", schema)
+	pubA, pubB := newClient(t, a.url), newClient(t, b.url)
+	if _, err := pubA.Publish(t.Context(), eventagg.Event{Topic: "t", EventID: "0"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	next, stop := iter.Pull2(newClient(t, b.url).Follow(ctx, eventagg.Query{Topic: "t"}))
+	defer stop()
+	// The first event tells that the follow is under way; the others are
+	// published on both replicas after it, with resends.
+	for i := 0; i <= 20; i++ {
+		e, err, ok := next()
+		if !ok || err != nil {
+			t.Fatalf("Follow on replica b ended after %d events: %v", i, err)
+		}
+		if e.EventID != strconv.Itoa(i) {
+			t.Fatalf("event %d from replica b's follow: %s", i, e.EventID)
+		}
+		if i == 20 {
+			break
+		}
+		pub := []*httpapi.Client{pubA, pubB}[i%2]
+		ev := eventagg.Event{Topic: "t", EventID: strconv.Itoa(i + 1)}
+		if _, err := pub.Publish(t.Context(), ev, ev); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
