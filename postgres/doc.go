@@ -226,6 +226,38 @@
 // 70), for the pages written after it) makes that nearly twice as fast, at
 // the cost of the room.
 //
+// # Following
+//
+// [Store.Watch] implements [eventagg.Watcher], so that the followers of
+// every replica ([eventagg.Aggregator.Follow]) learn of the events any
+// replica stores. An Append that stores events notifies, in its
+// transaction, the channel "eventagg." followed by the schema name
+// ("eventagg.#" and a hash of the name if that would pass 63 bytes), with
+// the schema name as payload; PostgreSQL delivers the notification once
+// the transaction commits, so its events are listable by then. An Append
+// that stores nothing (duplicates only, a rejected conflict) does not
+// notify. The notifying statement travels in the Append's round trip.
+//
+// An Aggregator calls Watch once a follower waits. Watch listens on a
+// connection of its own, outside the pool: a replica with followers uses
+// one connection of the server more than [Options].MaxConns. While
+// followers wait, the Aggregator also reads the store every
+// [eventagg.WatchPoll] (2s), a safety net: the notifications sent while
+// the connection is down are lost, not queued. Watch reconnects after a
+// pause that grows from 100ms to 5s, and then wakes every follower to read
+// what it may have missed; until then they see new events at the next
+// poll. If it cannot reconnect within about 15s, Watch returns the error,
+// which the Aggregator logs before calling it again. LISTEN needs a
+// session of its own: through a pooler in transaction mode (PgBouncer's
+// pool_mode=transaction), notifications do not arrive, and followers on
+// other replicas see new events every 2s.
+//
+// PostgreSQL commits the transactions that notify one at a time, in the
+// whole cluster (a lock held from just before each commit until after it).
+// Appends to one schema are ordered by the append lock anyway; but
+// Appends to several schemas or databases of one server, and any other
+// notifying transaction there, then also wait for each other's commits.
+//
 // # Durability
 //
 // Append returns after PostgreSQL acknowledged the commit. What the commit

@@ -68,9 +68,14 @@ type Store struct {
 
 	lockSQL, appendSQL, appendLaterSQL, listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL string
 	lockRetentionSQL, expireSQL                                                                 string
+	channel, notifySQL                                                                          string // see watch.go
 
-	closed atomic.Bool
-	once   sync.Once
+	closed  atomic.Bool
+	once    sync.Once
+	stopped context.Context    // done once Close is called: it ends every Watch
+	stop    context.CancelFunc // ends stopped
+	watchMu sync.Mutex         // orders Watch's check of closed before Close's wait
+	watches sync.WaitGroup     // the Watch calls under way
 }
 
 // Open connects to the PostgreSQL database named by dsn and returns a Store
@@ -136,6 +141,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		shards:  o.CounterShards,
 		lockKey: lockKey(o.Schema),
 	}
+	s.stopped, s.stop = context.WithCancel(context.Background())
 	s.prepareSQL()
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
@@ -286,6 +292,7 @@ UNION ALL
 		"{shard}", strconv.Itoa(expireShard)).Replace(expireSQL))
 	s.lockRetentionSQL = s.expand(lockRetentionSQL)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
+	s.prepareNotify(seq)
 }
 
 // Schema returns the name of the schema that holds the store's tables.
@@ -296,7 +303,8 @@ func (s *Store) Schema() string { return s.schema }
 // keys of the batch are stored already (kept keys of events that left
 // included) and compares their payloads' digests, inserts the first copy
 // of each new key with its acceptance time (opts.AcceptedAt, or now), and
-// adds to one counter shard of each topic; the transaction commits. It returns after PostgreSQL
+// adds to one counter shard of each topic; if it stored events, it notifies
+// the schema's channel for [Store.Watch]; the transaction commits. It returns after PostgreSQL
 // acknowledged the commit. With opts.RejectConflicts, a batch holding a
 // conflict commits without having stored or counted anything, and Append
 // returns a [*eventagg.ConflictError].
@@ -349,6 +357,7 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 		}
 		return rows.Err()
 	})
+	q.Queue(s.notifySQL, int64(len(b.first))) // delivered at commit, if it stored events
 	// Without BEGIN, the batch runs as one implicit transaction that commits
 	// at its end; Close returns when the commit is acknowledged.
 	if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
@@ -612,10 +621,15 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Close waits for the operations under way, then closes every connection.
-// Calls after the first return nil.
+// A [Store.Watch] under way ends, returning ErrClosed, and closes its
+// connection before Close returns. Calls after the first return nil.
 func (s *Store) Close() error {
 	s.once.Do(func() {
+		s.watchMu.Lock()
 		s.closed.Store(true)
+		s.watchMu.Unlock()
+		s.stop()
+		s.watches.Wait()
 		s.pool.Close()
 	})
 	return nil
