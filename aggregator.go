@@ -569,7 +569,19 @@ func (a *Aggregator) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, readError(ctx, err)
 	}
+	return a.addClaims(ctx, s)
+}
+
+// addClaims sets s's StartedAt, and its Claims if the store is a Claimer.
+func (a *Aggregator) addClaims(ctx context.Context, s Stats) (Stats, error) {
 	s.StartedAt = a.started
+	if c, ok := a.store.(Claimer); ok {
+		cc, err := c.ClaimCounts(ctx, a.now())
+		if err != nil {
+			return Stats{}, readError(ctx, err)
+		}
+		s.Claims = &cc
+	}
 	return s, nil
 }
 
@@ -582,8 +594,7 @@ func (a *Aggregator) QueryStats(ctx context.Context, q StatsQuery) (Stats, error
 	if err != nil {
 		return Stats{}, readError(ctx, err)
 	}
-	s.StartedAt = a.started
-	return s, nil
+	return a.addClaims(ctx, s)
 }
 
 // StartedAt returns when the Aggregator was created.

@@ -13,7 +13,7 @@ import (
 
 // MemoryStore is a [Store] that keeps everything in memory and nothing on disk.
 // It suits tests and ephemeral use; its contents are lost when the process ends.
-// It implements [Expirer]. It is safe for concurrent use. The zero value is
+// It implements [Expirer] and [Claimer]. It is safe for concurrent use. The zero value is
 // not usable: call [NewMemoryStore].
 type MemoryStore struct {
 	mu      sync.RWMutex
@@ -24,6 +24,10 @@ type MemoryStore struct {
 	topics  map[string]Counts
 	nextSeq int64
 	closed  bool
+
+	claims        map[Key]memClaim // held, or lapsed and not taken over yet
+	claimToken    int64            // the last token handed out
+	claimsExpired int64            // claims taken over after their lease ran out
 }
 
 // memKey is what the store knows of a stored key.
@@ -35,7 +39,7 @@ type memKey struct {
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{keys: make(map[Key]*memKey), topics: make(map[string]Counts)}
+	return &MemoryStore{keys: make(map[Key]*memKey), topics: make(map[string]Counts), claims: make(map[Key]memClaim)}
 }
 
 // stored returns the stored copy of k's payload, or its digest if the
@@ -59,6 +63,11 @@ func (m *MemoryStore) Append(ctx context.Context, events []Event, opts AppendOpt
 	if m.closed {
 		return nil, ErrClosed
 	}
+	return m.appendLocked(events, opts)
+}
+
+// appendLocked is Append, m.mu held.
+func (m *MemoryStore) appendLocked(events []Event, opts AppendOptions) ([]Outcome, error) {
 	// First the outcomes, so that a rejected batch changes nothing.
 	outcomes := make([]Outcome, len(events))
 	first := make(map[Key]int) // index in events of the first copy of each new key
@@ -228,6 +237,6 @@ func (m *MemoryStore) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
-	m.events, m.keys, m.kept, m.topics = nil, nil, nil, nil
+	m.events, m.keys, m.kept, m.topics, m.claims = nil, nil, nil, nil, nil
 	return nil
 }

@@ -11,7 +11,7 @@ import (
 // Schema identification, kept in the database header.
 const (
 	sqliteApplicationID = 0x45564147 // "EVAG"
-	sqliteSchemaVersion = 3
+	sqliteSchemaVersion = 4
 )
 
 // sqliteMigrations[v] moves a database from schema version v to v+1.
@@ -54,6 +54,24 @@ CREATE TABLE retention (
 	keys     INTEGER NOT NULL
 );
 INSERT INTO retention VALUES (1, 0, 0);
+`,
+	// Claims (see sqlite_claims.go): the claims held, or lapsed and not
+	// taken over yet, by key; the last fencing token handed out and the
+	// claims taken over after their lease ran out.
+	3: `
+CREATE TABLE claims (
+	topic    TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	token    INTEGER NOT NULL,
+	expires  INTEGER NOT NULL,
+	PRIMARY KEY (topic, event_id)
+) WITHOUT ROWID;
+CREATE TABLE claim_state (
+	id         INTEGER PRIMARY KEY CHECK (id = 1),
+	last_token INTEGER NOT NULL,
+	expired    INTEGER NOT NULL
+);
+INSERT INTO claim_state VALUES (1, 0, 0);
 `,
 }
 

@@ -45,11 +45,22 @@ func (s *SQLiteStore) Busy() <-chan struct{} {
 // for an fsync of the log that began after the commit, see walSyncer), so
 // that the Aggregator commits the next batch while this one is fsynced.
 func (s *SQLiteStore) AppendAsync(ctx context.Context, events []Event, opts AppendOptions) (outcomes []Outcome, wait func() error, err error) {
+	return s.appendAsync(ctx, events, opts, nil)
+}
+
+// appendAsync is AppendAsync, running also, if not nil, first in the
+// transaction: an error from it rolls the transaction back.
+func (s *SQLiteStore) appendAsync(ctx context.Context, events []Event, opts AppendOptions, also func() error) (outcomes []Outcome, wait func() error, err error) {
 	var (
 		created map[string]int64 // topics inserted by this transaction
 		known   []knownKey       // keys to remember once it commits
 	)
 	err = s.writeTx(ctx, func() (err error) {
+		if also != nil {
+			if err := also(); err != nil {
+				return err
+			}
+		}
 		outcomes, created, known, err = s.appendTx(events, opts)
 		return err
 	}, func() {

@@ -64,6 +64,9 @@ type Stats struct {
 	TopicCount int64 `json:"topic_count"`
 	// StartedAt is when the Aggregator was created; zero in Stats from a Store.
 	StartedAt time.Time `json:"started_at,omitzero"`
+	// Claims counts the claims of process-once work (see [Claimer]), in
+	// Stats from an Aggregator whose store is a Claimer; nil otherwise.
+	Claims *ClaimCounts `json:"claims,omitempty"`
 }
 
 // statsFromTopics builds Stats whose totals are the sums of topics.

@@ -68,6 +68,10 @@ func (m *metrics) write(w io.Writer, st *eventagg.Stats, queue int, uptime time.
 		p.metric("eventagg_events_stored", "gauge", "Events in the store now.", float64(st.Stored))
 		p.metric("eventagg_events_expired_total", "counter", "Events removed by retention.", float64(st.Expired))
 		p.metric("eventagg_topics", "gauge", "Topics that have received an event.", float64(st.TopicCount))
+		if st.Claims != nil {
+			p.metric("eventagg_claims_active", "gauge", "Process-once claims held now, their lease running.", float64(st.Claims.Active))
+			p.metric("eventagg_claims_expired_total", "counter", "Process-once claims whose lease ran out before they were completed or released.", float64(st.Claims.Expired))
+		}
 	}
 	p.metric("eventagg_publish_rejected_total", "counter", "Publish requests this process rejected as malformed, invalid, too large or conflicting.", float64(m.rejected.Load()))
 	p.metric("eventagg_followers", "gauge", "GET /events?follow=true streams under way.", float64(m.following.Load()))

@@ -11,7 +11,8 @@
 //	}
 //
 // Run it under the race detector (go test -race): several subtests append
-// from many goroutines at once.
+// from many goroutines at once. The subtests of optional capabilities
+// (claims: [eventagg.Claimer]) skip stores that do not have them.
 package storetest
 
 import (
@@ -90,6 +91,7 @@ func Run(t *testing.T, h Harness) {
 		{"QueryStatsPages", testQueryStatsPages},
 		{"SurvivesReopen", testSurvivesReopen},
 	}
+	tests = append(tests, claimTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

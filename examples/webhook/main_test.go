@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/eventagg/eventagg"
 )
@@ -34,7 +39,7 @@ func start(t *testing.T, db string) *receiver {
 	ctx, cancel := context.WithCancel(t.Context())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, ln, db, log.New(logs, "", 0)) }()
+	go func() { done <- run(ctx, ln, config{db: db}, log.New(logs, "", 0)) }()
 	stop := sync.OnceValue(func() error {
 		cancel()
 		return <-done
@@ -212,4 +217,130 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestMain runs the program itself when the test binary is started with
+// WEBHOOK_TEST_MAIN=1, so that a test can run it as a process and kill it.
+func TestMain(m *testing.M) {
+	if os.Getenv("WEBHOOK_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// process runs the program as a process of its own on db, and returns it
+// with its webhook URL and a channel of its log lines.
+func process(t *testing.T, db string, args ...string) (*exec.Cmd, string, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0", "-db", db}, args...)...)
+	cmd.Env = append(os.Environ(), "WEBHOOK_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	for line := range lines {
+		if _, url, ok := strings.Cut(line, "webhook receiver on "); ok {
+			return cmd, url, lines
+		}
+	}
+	t.Fatal("the receiver ended before it listened")
+	return nil, "", nil
+}
+
+// await reads log lines until one holds want.
+func await(t *testing.T, lines <-chan string, want string) {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("the receiver's log ended before %q", want)
+			}
+			if strings.Contains(line, want) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %q in the receiver's log within a minute", want)
+		}
+	}
+}
+
+// TestCrashWhileProcessingIsRedone kills the receiver (SIGKILL) while it
+// processes a delivery, after the claim and before the completion: the
+// sender's redelivery during the lease is turned away with 503 and
+// Retry-After; the one after it is processed; a further one is not.
+func TestCrashWhileProcessingIsRedone(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "webhooks.db")
+	cmd, url, lines := process(t, db, "-work-time", "1h", "-lease", "2s")
+	sent := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"order":42}`))
+		req.Header.Set("X-Delivery-ID", "d-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("answered %d before the crash", resp.StatusCode)
+		}
+		sent <- err
+	}()
+	await(t, lines, "delivery d-1: processing")
+	cmd.Process.Kill() // claimed, not completed
+	cmd.Wait()
+	<-sent // the sender saw the connection die: it will redeliver
+
+	_, url, lines = process(t, db, "-lease", "2s")
+	r := &receiver{t: t, url: url}
+	// Within the lease the dead worker's claim holds the delivery.
+	status, header, _ := r.postFull("d-1", `{"order":42}`)
+	if status != http.StatusServiceUnavailable || header.Get("Retry-After") == "" {
+		t.Fatalf("redelivery within the lease: %d (Retry-After %q), want 503 with Retry-After", status, header.Get("Retry-After"))
+	}
+	// Once it has lapsed, the redelivery is processed; then it is done.
+	for {
+		status, _, _ = r.postFull("d-1", `{"order":42}`)
+		if status != http.StatusServiceUnavailable {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the sender's retry interval
+	}
+	if status != http.StatusAccepted {
+		t.Fatalf("redelivery after the lease: %d, want 202 (processed)", status)
+	}
+	await(t, lines, "delivery d-1: processing")
+	if status, _, _ = r.postFull("d-1", `{"order":42}`); status != http.StatusOK {
+		t.Fatalf("redelivery after the completion: %d, want 200 (ignored)", status)
+	}
+	await(t, lines, "delivery d-1: redelivery, ignored")
+}
+
+// postFull is post, returning the answer's header and body too.
+func (r *receiver) postFull(id, body string) (int, http.Header, string) {
+	r.t.Helper()
+	req, err := http.NewRequestWithContext(r.t.Context(), http.MethodPost, r.url, strings.NewReader(body))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	req.Header.Set("X-Delivery-ID", id)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(answer)
 }
