@@ -112,4 +112,15 @@
 // behind reads from the store by cursor. Followers in one process are woken
 // by the writer; a store shared by replicas wakes them across processes if
 // it is a [Watcher], as package postgres's is.
+//
+// # Processing once
+//
+// A service that must process each delivery once claims its key before the
+// work and completes the claim after it ([Aggregator.Once], or
+// [Aggregator.Claim], [Aggregator.Complete] and [Aggregator.Release]): the
+// completion stores the event and marks the key done in one transaction. A
+// crash in between leaves the claim to lapse with its lease, and the next
+// delivery does the work again; a fencing token keeps a claimant whose
+// lease lapsed from completing after another took the key over. Claims are
+// a store capability, [Claimer], of this module's stores.
 package eventagg

@@ -46,8 +46,9 @@
 //     [Tailer]. Streams end at [Handler.CloseFollows] or when the backend
 //     shuts down.
 //   - GET /stats?topics_after=&topics_limit=: {"received","unique_processed",
-//     "duplicate_dropped","conflicts","topic_count","topics":{...},"started_at",
-//     "uptime_seconds"}, each topic with the same four counters:
+//     "duplicate_dropped","conflicts","stored","expired","topic_count",
+//     "topics":{...},"started_at","uptime_seconds"} and, when the store holds
+//     claims, "claims":{"active","expired"}; each topic with the same six counters:
 //     the totals over every topic, the number of topics, and a page of
 //     topics in byte order of their names: [DefaultStatsTopics] of them, or
 //     topics_limit (1 to [Options].MaxPage), after the name topics_after.
