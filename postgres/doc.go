@@ -43,6 +43,9 @@
 //	events_seq        the sequence that numbers events
 //	counters          received, unique_processed, duplicate_dropped, conflicts, expired per (topic, shard)
 //	retention         payloads, keys: the prefixes of the events that have left, one row
+//	claims            topic, event_id, token, expires, taken_over: the claims held or lapsed (see Claims)
+//	claims_seq        the sequence that draws the claims' fencing tokens
+//	claim_state       expired: the claims taken over after their lease ran out, one row
 //
 // Topic and EventID are text in the "C" collation, so keys are compared byte
 // for byte. The timestamp is a bigint of nanoseconds since the Unix epoch
@@ -59,8 +62,9 @@
 // schema's advisory lock (pg_advisory_xact_lock on a 64-bit key hashed from
 // the schema name), so that replicas starting at once migrate it once. It
 // records the schema version and refuses a schema written by a newer
-// eventagg, or one holding an events, counters, events_seq or retention
-// relation that eventagg did not create. Other tables may share the schema.
+// eventagg, or one holding an events, counters, events_seq, retention,
+// claims, claims_seq or claim_state relation but no eventagg version.
+// Other tables may share the schema.
 //
 // # Upgrading from schema version 1
 //
@@ -95,6 +99,19 @@
 // But they do not know of retention: they list the kept keys of events
 // that left as events without payload, and count no expired events in
 // Stats. Upgrade every replica before enabling retention.
+//
+// # Upgrading from schema version 3
+//
+// Schema version 4 adds the claims and claim_state tables and the
+// claims_seq sequence (see Claims); the tables of version 3 are left as
+// they are, so the upgrade takes a moment whatever their size, and waits
+// for no query on them. A table, sequence or other relation of the schema's user
+// named claims, claims_seq or claim_state makes the upgrade fail, naming
+// it, with nothing changed: rename it first.
+//
+// Replicas of version 3 still running keep appending and listing, and
+// their events are Done for the claims of the others; they hold no
+// claims themselves. Their Ping fails, naming the newer schema version.
 //
 // # Append
 //
@@ -257,6 +274,51 @@
 // Appends to one schema are ordered by the append lock anyway; but
 // Appends to several schemas or databases of one server, and any other
 // notifying transaction there, then also wait for each other's commits.
+//
+// # Claims
+//
+// [Store.Claim], [Store.Complete], [Store.Release] and [Store.ClaimCounts]
+// implement [eventagg.Claimer], for the Aggregator's Claim, Complete,
+// Release and Once, across replicas: of the concurrent claims of one key,
+// from any replica, exactly one is Claimed. The claims table holds a row
+// per key claimed and not yet completed or released, with its fencing
+// token and the end of its lease (expires, nanoseconds since the Unix
+// epoch, like accepted); a lapsed claim keeps its row until it is taken
+// over, completed or released. Tokens come from claims_seq, so they grow
+// across every key and every replica, and survive restarts. A Claim's
+// lease is judged by the clock of the replica that claims (the now the
+// Aggregator passes), so the replicas' clocks should agree to well within
+// a lease.
+//
+// A Claim is a transaction of three round trips (BEGIN, two pipelined
+// statements, COMMIT or ROLLBACK). Its first statement inserts the claim,
+// unless the key is in the events table (stored, or a kept key of a dedup
+// window: Done); if the key has a claim, it takes it over if its lease has
+// ended, adding to the row's taken_over, and otherwise locks it until the
+// transaction ends (Busy). INSERT ... ON CONFLICT waits for another
+// transaction holding the key's row, a Claim or a Complete, and then
+// judges the row as that left it. The second statement, with a snapshot
+// taken after that wait, checks the events table again: a Complete that
+// committed meanwhile makes the Claim Done, and it rolls back. Claims take
+// no advisory lock: those of different keys never wait for each other.
+//
+// A Complete is one transaction of three round trips (BEGIN, one pipelined
+// batch, COMMIT): the batch deletes the claim if it still has the
+// claimant's token (ErrClaimLost, and a rollback, if not), then runs the
+// statements of an Append (the append lock, the append statement, the
+// notification of followers), so that the event is stored, counted and
+// judged a duplicate or a conflict exactly as an Append's; for a lost
+// claim they run in vain, and are rolled back. The claim's row stays
+// locked from its deletion to the commit, the wait for the append lock
+// included: a Claim of the key meanwhile waits, and finds it Done. With
+// RejectConflicts, a conflict rolls the transaction back, leaving the
+// claim held. A Complete returns once PostgreSQL acknowledged the commit,
+// as an Append does (see Durability). A Release is one statement. The
+// deletion of a claim adds its taken_over to the one row of claim_state,
+// which only the ends of claims that were taken over write. ClaimCounts
+// reads every row of claims: Active is the claims whose lease ends after
+// now, Expired those whose lease has ended, those taken over and
+// claim_state's count.
 //
 // # Durability
 //

@@ -10,6 +10,7 @@ import (
 
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/driver"
+	"github.com/eventagg/eventagg/postgres"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5"
@@ -339,5 +340,153 @@ func TestMigrateFromVersion2(t *testing.T) {
 	}
 	if diff := cmp.Diff([]eventagg.Event{old[0]}, listAll(t, s, eventagg.Query{}), cmpopts.IgnoreFields(eventagg.Event{}, "Seq")); diff != "" {
 		t.Errorf("Events() at the end (-want +got):\n%s", diff)
+	}
+}
+
+// schemaV3 is what version 3 of this package added to schemaV2 (its
+// migrations[2]), kept here as it was.
+const schemaV3 = `
+ALTER TABLE {schema}.events ADD COLUMN accepted bigint NOT NULL
+	DEFAULT (extract(epoch FROM now()) * 1000000)::bigint * 1000;
+ALTER TABLE {schema}.events ALTER COLUMN accepted
+	SET DEFAULT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000;
+ALTER TABLE {schema}.counters ADD COLUMN expired bigint NOT NULL DEFAULT 0;
+CREATE TABLE {schema}.retention (
+	id       boolean PRIMARY KEY DEFAULT true CHECK (id),
+	payloads bigint NOT NULL, -- every event with a Seq up to it has left
+	keys     bigint NOT NULL  -- every row with a Seq up to it is deleted
+);
+INSERT INTO {schema}.retention (payloads, keys) VALUES (0, 0);
+`
+
+// createV3 creates schema as version 3 of this package left it: the
+// events and counters of createV2, upgraded, and an event stored by
+// version 3 with its acceptance time. It returns the events in Seq order,
+// and the counters.
+func createV3(t *testing.T, dsn, schema string) ([]eventagg.Event, map[string]eventagg.Counts) {
+	t.Helper()
+	q := pgx.Identifier{schema}.Sanitize()
+	old, counters := createV2(t, dsn, schema)
+	exec(t, dsn, strings.ReplaceAll(schemaV3, "{schema}", q)+`;UPDATE `+q+`.eventagg_schema SET version = 3`)
+	e := event("b", "v3")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, source, payload, phash, accepted)
+		VALUES (nextval(`+quote(q+".events_seq")+`), $1, $2, $3, '', $4, $5, $6) RETURNING seq`,
+		e.Topic, e.EventID, e.Timestamp.UnixNano(), []byte(e.Payload), driver.PayloadHash(e.Payload), time.Now().UnixNano()).Scan(&e.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, dsn, `UPDATE `+q+`.counters SET received = received + 1, unique_processed = unique_processed + 1
+		WHERE topic = 'b' AND shard = 3`)
+	c := counters["b"]
+	c.Received++
+	c.UniqueProcessed++
+	c.Stored++
+	counters["b"] = c
+	return append(old, e), counters
+}
+
+func TestMigrateFromVersion3(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	q := pgx.Identifier{schema}.Sanitize()
+	old, counters := createV3(t, dsn, schema)
+	files := `SELECT array_agg(relfilenode::int8 ORDER BY relname) FROM pg_class
+		WHERE relnamespace = ` + quote(q) + `::regnamespace AND relname IN ('events', 'counters', 'retention')`
+	var filesBefore, filesAfter []int64
+	query(t, dsn, files, &filesBefore)
+
+	s := MustOpen(t, dsn, schema)
+	query(t, dsn, files, &filesAfter)
+	if diff := cmp.Diff(filesBefore, filesAfter); diff != "" {
+		t.Errorf("the upgrade rewrote the events, counters or retention table (-before +after):\n%s", diff)
+	}
+	var version int
+	query(t, dsn, `SELECT version FROM `+q+`.eventagg_schema`, &version)
+	if version != 4 {
+		t.Errorf("schema version after the upgrade = %d, want 4", version)
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping() after the upgrade: %v", err)
+	}
+	if diff := cmp.Diff(old, listAll(t, s, eventagg.Query{})); diff != "" {
+		t.Errorf("Events() after the upgrade (-stored by version 3 +listed):\n%s", diff)
+	}
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := eventagg.Stats{Topics: counters, TopicCount: 2}
+	for _, c := range counters {
+		want.Add(c)
+	}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("Stats() after the upgrade (-counted by version 3 +now):\n%s", diff)
+	}
+
+	// No claims yet; the keys stored before are done, others claimable.
+	var c eventagg.Claimer = s
+	now := time.Now()
+	if cc, err := c.ClaimCounts(t.Context(), now); err != nil || cc != (eventagg.ClaimCounts{}) {
+		t.Errorf("ClaimCounts() after the upgrade = %+v, %v; want none", cc, err)
+	}
+	for _, e := range old {
+		if cl, err := c.Claim(t.Context(), e.Key(), time.Minute, now); err != nil || cl.Status != eventagg.Done {
+			t.Errorf("Claim(%v, stored before the upgrade) = %+v, %v; want Done", e.Key(), cl, err)
+		}
+	}
+	e := event("a", "new")
+	cl, err := c.Claim(t.Context(), e.Key(), time.Minute, now)
+	if err != nil || cl.Status != eventagg.Claimed || cl.Token != 1 {
+		t.Fatalf("Claim(new key) = %+v, %v; want Claimed with the first token, 1", cl, err)
+	}
+	if o, err := c.Complete(t.Context(), cl, e, eventagg.AppendOptions{}); err != nil || o.Status != eventagg.Stored {
+		t.Fatalf("Complete(%+v) = %+v, %v; want Stored", cl, o, err)
+	}
+
+	// The events leave, their keys kept: a claim of a kept key is done.
+	x := eventagg.Expirer(s)
+	res, err := x.Expire(t.Context(), eventagg.ExpireQuery{PayloadsBefore: time.Now().Add(time.Hour), KeysBefore: time.Unix(0, 0), Limit: 100})
+	if err != nil || res != (eventagg.ExpireResult{Events: len(old) + 1}) {
+		t.Fatalf("Expire(every event, keeping the keys) = %+v, %v; want %d events, no key", res, err, len(old)+1)
+	}
+	for _, k := range []eventagg.Key{old[0].Key(), old[len(old)-1].Key(), e.Key()} {
+		if cl, err := c.Claim(t.Context(), k, time.Minute, now); err != nil || cl.Status != eventagg.Done {
+			t.Errorf("Claim(%v, a kept key) = %+v, %v; want Done", k, cl, err)
+		}
+	}
+	s.Close()
+
+	// Opening again finds the schema up to date, and the tokens go on.
+	s = MustOpen(t, dsn, schema)
+	cl, err = s.Claim(t.Context(), eventagg.Key{Topic: "a", EventID: "newer"}, time.Minute, now)
+	if err != nil || cl.Status != eventagg.Claimed || cl.Token <= 1 {
+		t.Errorf("Claim after reopening = %+v, %v; want Claimed with a token above 1", cl, err)
+	}
+}
+
+// TestMigrateFromVersion3OwnClaimsTable: a schema of version 3 may hold a
+// table of its user's named like one of version 4 (claims); the upgrade
+// then fails, naming it, and changes nothing.
+func TestMigrateFromVersion3OwnClaimsTable(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	q := pgx.Identifier{schema}.Sanitize()
+	createV3(t, dsn, schema)
+	exec(t, dsn, `CREATE TABLE `+q+`.claims (id int)`)
+	_, err := postgres.Open(t.Context(), dsn, &postgres.Options{Schema: schema})
+	if err == nil || !strings.Contains(err.Error(), "version 3 to 4") || !strings.Contains(err.Error(), `"claims"`) {
+		t.Errorf("Open(version 3 holding a table claims) error = %v, want the failed upgrade to version 4, naming claims", err)
+	}
+	var version int
+	query(t, dsn, `SELECT version FROM `+q+`.eventagg_schema`, &version)
+	if version != 3 {
+		t.Errorf("schema version after the failed upgrade = %d, want 3", version)
 	}
 }

@@ -55,7 +55,8 @@ const pageSize = 500
 
 // Store is an [eventagg.Store] in a PostgreSQL schema, for one or several
 // eventagg replicas that share the schema. It implements
-// [eventagg.Expirer] for retention. It is safe for concurrent use.
+// [eventagg.Expirer] for retention, [eventagg.Watcher] for following, and
+// [eventagg.Claimer] for claims. It is safe for concurrent use.
 //
 // See the package documentation for the schema, the ordering of sequence
 // numbers across replicas, retention, and durability.
@@ -68,6 +69,7 @@ type Store struct {
 
 	lockSQL, appendSQL, appendLaterSQL, listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL string
 	lockRetentionSQL, expireSQL                                                                 string
+	claimSQL, claimCheckSQL, endClaimSQL, claimCountsSQL                                        string // see claims.go
 	channel, notifySQL                                                                          string // see watch.go
 
 	closed  atomic.Bool
@@ -87,8 +89,9 @@ type Store struct {
 // ctx bounds the connection and the migration, not the Store's life.
 //
 // Open fails if the database is unreachable, its encoding is not UTF8, the
-// schema holds an events, counters, events_seq or retention relation but no
-// eventagg version, or the schema was written by a newer version of eventagg.
+// schema holds a relation named like one of eventagg's (events, counters,
+// claims, ...) but no eventagg version, or the schema was written by a
+// newer version of eventagg.
 func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	var o Options
 	if opts != nil {
@@ -293,6 +296,7 @@ UNION ALL
 	s.lockRetentionSQL = s.expand(lockRetentionSQL)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
 	s.prepareNotify(seq)
+	s.prepareClaims()
 }
 
 // Schema returns the name of the schema that holds the store's tables.
@@ -323,6 +327,25 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 	if len(events) == 0 {
 		return outcomes, nil
 	}
+	var q pgx.Batch
+	s.queueAppend(&q, events, opts, outcomes)
+	// Without BEGIN, the batch runs as one implicit transaction that commits
+	// at its end; Close returns when the commit is acknowledged.
+	if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
+		return nil, s.fail(ctx, err)
+	}
+	if err := rejected(events, outcomes, opts); err != nil {
+		return nil, err
+	}
+	return outcomes, nil
+}
+
+// queueAppend queues on q the statements of an Append of events, which
+// must not be empty: the append lock, the append statement, and the
+// notification of followers. Once q has run, outcomes, which has an entry
+// per event, holds their outcomes. [Store.Append] runs q as a transaction
+// of its own; [Store.Complete] in the transaction that ends its claim.
+func (s *Store) queueAppend(q *pgx.Batch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome) {
 	for i := range outcomes {
 		outcomes[i].Status = eventagg.Duplicate // unless the statement returns its row
 	}
@@ -337,7 +360,6 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 		sql = s.appendLaterSQL
 		args = append(args, b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes, b.laterPayloads)
 	}
-	var q pgx.Batch
 	q.Queue(s.lockSQL, s.lockKey)
 	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
@@ -358,19 +380,21 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 		return rows.Err()
 	})
 	q.Queue(s.notifySQL, int64(len(b.first))) // delivered at commit, if it stored events
-	// Without BEGIN, the batch runs as one implicit transaction that commits
-	// at its end; Close returns when the commit is acknowledged.
-	if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
-		return nil, s.fail(ctx, err)
+}
+
+// rejected returns a [*eventagg.ConflictError] naming the first conflict
+// among outcomes if opts.RejectConflicts, in which case the append
+// statement stored and counted nothing; nil otherwise.
+func rejected(events []eventagg.Event, outcomes []eventagg.Outcome, opts eventagg.AppendOptions) error {
+	if !opts.RejectConflicts {
+		return nil
 	}
-	if opts.RejectConflicts {
-		for i := range outcomes {
-			if outcomes[i].Status == eventagg.Conflict {
-				return nil, &eventagg.ConflictError{Index: i, Key: events[i].Key()}
-			}
+	for i := range outcomes {
+		if outcomes[i].Status == eventagg.Conflict {
+			return &eventagg.ConflictError{Index: i, Key: events[i].Key()}
 		}
 	}
-	return outcomes, nil
+	return nil
 }
 
 // appendBatch holds the parameters of the append statement for a batch: the

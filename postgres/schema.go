@@ -11,7 +11,7 @@ import (
 )
 
 // schemaVersion is the version of the tables this package reads and writes.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // migrations[v] moves a schema from version v to v+1. {schema} stands for the
 // quoted schema name. Versions are recorded in the table eventagg_schema; add
@@ -76,11 +76,34 @@ CREATE TABLE {schema}.retention (
 );
 INSERT INTO {schema}.retention (payloads, keys) VALUES (0, 0);
 `,
+	// Claims (see claims.go): one row per key claimed and not yet completed
+	// or released, live or lapsed, with its fencing token, drawn from
+	// claims_seq, and the end of its lease in nanoseconds since the Unix
+	// epoch; taken_over counts the claims of the row's key that were taken
+	// over after their lease ran out, which the row's deletion adds to
+	// claim_state.expired. The tables are new: nothing is rewritten.
+	3: `
+CREATE SEQUENCE {schema}.claims_seq AS bigint;
+CREATE TABLE {schema}.claims (
+	topic      text COLLATE "C" NOT NULL,
+	event_id   text COLLATE "C" NOT NULL,
+	token      bigint NOT NULL,
+	expires    bigint NOT NULL,
+	taken_over bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (topic, event_id)
+);
+CREATE TABLE {schema}.claim_state (
+	id      boolean PRIMARY KEY DEFAULT true CHECK (id),
+	expired bigint NOT NULL
+);
+INSERT INTO {schema}.claim_state (expired) VALUES (0);
+`,
 }
 
 // tables are the relations of the schema, checked when a schema holds no
 // version table: their presence means the schema is someone else's.
-var tables = []string{"eventagg_schema", "events_seq", "events", "counters", "retention"}
+var tables = []string{"eventagg_schema", "events_seq", "events", "counters", "retention",
+	"claims_seq", "claims", "claim_state"}
 
 // expand replaces {schema} in sql with the quoted schema name.
 func (s *Store) expand(sql string) string {
