@@ -145,6 +145,7 @@ func TestPublishDeduplicates(t *testing.T) {
 			"b": {Received: 2, UniqueProcessed: 1, DuplicateDropped: 1, Stored: 1},
 		},
 		TopicCount: 2,
+		Claims:     &eventagg.ClaimCounts{}, // the store holds claims, none yet
 	}
 	if diff := cmp.Diff(want, mustStats(t, agg), cmpopts.IgnoreFields(eventagg.Stats{}, "StartedAt")); diff != "" {
 		t.Errorf("Stats() mismatch (-want +got):\n%s", diff)

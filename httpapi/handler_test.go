@@ -470,6 +470,7 @@ func TestStatsEndpoint(t *testing.T) {
 		},
 		"topic_count":    2.0,
 		"started_at":     "2026-11-25T08:00:00Z",
+		"claims":         map[string]any{"active": 0.0, "expired": 0.0},
 		"uptime_seconds": 90.5,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
