@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -360,4 +362,56 @@ func usedBytes(b *testing.B, path string) int64 {
 		stmt.Close()
 	}
 	return (v[0] - v[1]) * v[2]
+}
+
+// BenchmarkOnce measures process-once deliveries on SQLite: each Once
+// claims a new key, runs an empty work function and completes (a durable
+// transaction), from 1 and from 32 goroutines; "redelivery" is Once on a
+// key done before (a claim that finds it Done), and "publish" the plain
+// Publish of one event beside them.
+func BenchmarkOnce(b *testing.B) {
+	work := func(context.Context) error { return nil }
+	for _, workers := range []int{1, 32} {
+		b.Run(fmt.Sprintf("new/workers=%d", workers), func(b *testing.B) {
+			agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), nil)
+			var n atomic.Int64
+			b.SetParallelism(max(workers/runtime.GOMAXPROCS(0), 1))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					e := event("hooks", strconv.FormatInt(n.Add(1), 10))
+					if c, err := agg.Once(context.Background(), e, time.Minute, work); err != nil || c.Status != eventagg.Claimed {
+						b.Errorf("Once = %+v, %v", c, err)
+						return
+					}
+				}
+			})
+			reportRate(b, n.Load())
+		})
+	}
+	b.Run("redelivery/workers=1", func(b *testing.B) {
+		agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), nil)
+		e := event("hooks", "done")
+		if _, err := agg.Once(context.Background(), e, time.Minute, work); err != nil {
+			b.Fatal(err)
+		}
+		var n int64
+		for b.Loop() {
+			if c, err := agg.Once(context.Background(), e, time.Minute, work); err != nil || c.Status != eventagg.Done {
+				b.Fatalf("Once = %+v, %v", c, err)
+			}
+			n++
+		}
+		reportRate(b, n)
+	})
+	b.Run("publish/workers=1", func(b *testing.B) {
+		agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), nil)
+		var n int64
+		for b.Loop() {
+			n++
+			if _, err := agg.Publish(context.Background(), event("hooks", strconv.FormatInt(n, 10))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportRate(b, n)
+	})
 }
