@@ -415,3 +415,43 @@ func BenchmarkOnce(b *testing.B) {
 		reportRate(b, n)
 	})
 }
+
+// BenchmarkRetentionSteady measures Publish of 1000-event batches with uuid
+// ids (20% resends) through an Aggregator whose clock moves 10 ms per batch,
+// with a retention of 3 s of that clock (300 batches: about 240,000 events
+// stay stored) and without one. The store is first filled for the window
+// plus a tenth of it, so that with retention every batch is matched by
+// expiry; the ratio of the two rates is the cost of expiry at steady state.
+//
+//	go test -run '^$' -bench RetentionSteady -benchtime 200x .
+func BenchmarkRetentionSteady(b *testing.B) {
+	for _, retain := range []time.Duration{0, 3 * time.Second} {
+		b.Run(fmt.Sprintf("retention=%v", retain), func(b *testing.B) {
+			var mu sync.Mutex
+			now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			tick := func() { mu.Lock(); now = now.Add(10 * time.Millisecond); mu.Unlock() }
+			agg := MustNew(b, MustOpenSQLite(b, filepath.Join(b.TempDir(), "events.db"), nil), &eventagg.Options{Retention: retain, Now: clock})
+			gen := eventgen.New(1, "uuid")
+			ctx := context.Background()
+			for range 330 {
+				if _, err := agg.Publish(ctx, gen.Batch(1000, storetest.DuplicateRatio)...); err != nil {
+					b.Fatal(err)
+				}
+				tick()
+			}
+			var events int64
+			for b.Loop() {
+				if _, err := agg.Publish(ctx, gen.Batch(1000, storetest.DuplicateRatio)...); err != nil {
+					b.Fatal(err)
+				}
+				tick()
+				events += 1000
+			}
+			reportRate(b, events)
+			if st, err := agg.Stats(ctx); err != nil || (retain > 0 && st.Expired == 0) {
+				b.Fatalf("Stats() = %+v, %v: with retention, events must have expired", st.Counts, err)
+			}
+		})
+	}
+}
