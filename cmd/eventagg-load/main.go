@@ -11,7 +11,11 @@
 // stored event per distinct id sent, and received = unique + duplicates.
 // With -pid, it also reports the server process's peak resident memory;
 // with -db, the size of the server's SQLite files in each progress line.
-// With -duration, the clients send for that long instead of -events.
+// With -duration, the clients send for that long instead of -events. With
+// -rate, they send at most that many events per second in all, each client
+// its batches on a fixed schedule (a late batch does not make the next one
+// early), so that two servers can be compared at one offered load; the
+// summary then tells how much of the schedule was kept.
 // Against a server with -retention, events that expire during the run may be
 // stored again when resent: the check then asks for at least one stored
 // event per distinct id, and unique = stored + expired.
@@ -74,6 +78,7 @@ type config struct {
 	progress  time.Duration
 	seed      uint64
 	followers int
+	rate      float64
 }
 
 func parseConfig(args []string, stderr io.Writer) (*config, error) {
@@ -91,6 +96,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.token, "token", os.Getenv("EVENTAGG_TOKEN"), "bearer token (default $EVENTAGG_TOKEN)")
 	fs.IntVar(&c.pid, "pid", 0, "server process id, to report its peak resident memory (Linux)")
 	fs.DurationVar(&c.progress, "progress", time.Second, "interval of progress lines (0: none)")
+	fs.Float64Var(&c.rate, "rate", 0, "events per second to offer in all, spread over the clients (0: as fast as answers come)")
 	fs.IntVar(&c.followers, "followers", 0, "consumers following the run's events, to measure publish-to-delivery latency (0: none)")
 	fs.Uint64Var(&c.seed, "seed", 0, "seed of the generated ids (default: from the clock, fresh every run)")
 	if err := fs.Parse(args); err != nil {
@@ -99,6 +105,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case c.rate < 0:
+		return nil, errors.New("-rate must not be negative")
 	case c.followers < 0:
 		return nil, errors.New("-followers must not be negative")
 	case c.clients < 1 || c.batch < 1 || c.events < 1:
@@ -152,6 +160,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.duration > 0 {
 		amount = "events for " + cfg.duration.String()
 	}
+	if cfg.rate > 0 {
+		amount += fmt.Sprintf(" at %.0f events/s", cfg.rate)
+	}
 	fmt.Fprintf(stdout, "eventagg-load: %s to %s, %d clients, batch %d, %.0f%% duplicates, %s ids\n",
 		amount, cfg.url, cfg.clients, cfg.batch, cfg.dups*100, cfg.ids)
 	topic := "load"
@@ -177,7 +188,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				latencies = append(latencies, mine...)
 				mu.Unlock()
 			}()
+			// With -rate, this client's k-th batch is due at start + offset + k*every.
+			var every time.Duration
+			if cfg.rate > 0 {
+				every = time.Duration(float64(time.Second) * float64(cfg.batch*cfg.clients) / cfg.rate)
+			}
+			due := start.Add(every * time.Duration(i) / time.Duration(cfg.clients))
 			for next.Add(1) <= int64(requests) && ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
+				if every > 0 {
+					if wait := time.Until(due); wait > 0 {
+						select {
+						case <-time.After(wait):
+						case <-ctx.Done():
+						}
+					}
+					due = due.Add(every)
+					if !deadline.IsZero() && !time.Now().Before(deadline) {
+						break
+					}
+				}
 				batch := gen.Batch(cfg.batch, cfg.dups)
 				sent := time.Now()
 				if fl != nil { // the followers measure from here
@@ -250,6 +279,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		t.events.Load(), t.requests.Load(), elapsed.Seconds(), t.failures.Load())
 	fmt.Fprintf(stdout, "throughput %.0f events/s, %.0f requests/s\n",
 		float64(t.events.Load())/elapsed.Seconds(), float64(t.requests.Load())/elapsed.Seconds())
+	if cfg.rate > 0 {
+		fmt.Fprintf(stdout, "offered    %.0f events/s: %.1f%% of it was sent\n", cfg.rate, 100*float64(t.events.Load())/elapsed.Seconds()/cfg.rate)
+	}
 	fmt.Fprintf(stdout, "latency    p50 %s  p90 %s  p99 %s  max %s\n",
 		ms(pct(0.50)), ms(pct(0.90)), ms(pct(0.99)), ms(pct(1)))
 	fmt.Fprintf(stdout, "answers    %d processed, %d duplicates dropped\n", t.processed.Load(), t.duplicates.Load())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -87,5 +88,26 @@ func TestRunWithFollowers(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestRunAtARate(t *testing.T) {
+	srv := newServer(t, nil)
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"-url", srv.URL, "-clients", "2", "-batch", "10", "-rate", "200", "-duration", "1s", "-progress", "0"}, &out, io.Discard)
+	if err != nil {
+		t.Fatalf("run(-rate 200) = %v\n%s", err, out.String())
+	}
+	var sent int
+	if _, err := fmt.Sscanf(out.String()[strings.Index(out.String(), "sent "):], "sent %d events", &sent); err != nil {
+		t.Fatalf("no sent line: %v\n%s", err, out.String())
+	}
+	// One second at 200 events/s: each client sends its batch every 100 ms,
+	// the first ones at once, so at most 200 events and a batch each.
+	if sent == 0 || sent > 220 {
+		t.Errorf("sent %d events in 1s at -rate 200, want at most 220\n%s", sent, out.String())
+	}
+	if !strings.Contains(out.String(), "offered    200 events/s") {
+		t.Errorf("output lacks the offered line:\n%s", out.String())
 	}
 }
