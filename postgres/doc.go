@@ -30,7 +30,8 @@
 // TCP connection after 30s, so that the server drops a vanished client, and
 // the lock an Append of it holds, within about a minute
 // (tcp_keepalives_idle=30, tcp_keepalives_interval=10, tcp_keepalives_count=3).
-// The database encoding must be UTF8.
+// Each attempt to open a connection gives up after the DSN's connect_timeout,
+// or 10s if it sets none. The database encoding must be UTF8.
 //
 // # Schema
 //
@@ -334,6 +335,34 @@
 // batch may have been stored. The Aggregator then reports [eventagg.ErrStore]
 // for a batch that may be stored; resending it is safe, its events are then
 // counted as duplicates.
+//
+// # Outages
+//
+// A Store outlives a restart or crash of the database server. While the
+// server is down, every operation fails: with a connection that the server
+// closed, at once; with a new connection, once the attempt is refused or
+// after its connect_timeout. An [eventagg.Aggregator] wraps these errors in
+// [eventagg.ErrStore] (nothing of a failed Append is stored, unless its
+// commit was in flight: see Durability) and its Ping fails, so that package
+// httpapi answers publishes with 503 store_unavailable and Retry-After, and
+// /health with 503. The pool replaces the connections lost, so that
+// operations succeed again as soon as the server answers, without reopening
+// the Store; nothing acknowledged is lost, since an acknowledged commit is
+// PostgreSQL's to keep. [Store.Watch] reconnects too (see Following).
+//
+// Open, by contrast, fails if it cannot reach the server, unless
+// [Options].ConnectTimeout gives it time to wait: replicas started with
+// their database, or during its restart, then open once it answers.
+// Authentication failures, a missing database and a schema it refuses
+// return at once, whatever the timeout.
+//
+// TestPostgresRestartUnderLoad, in cmd/eventagg, stops and starts the real
+// server, with a fast stop and as a crash, under publishes to two replicas;
+// it runs alone in CI, with EVENTAGG_TEST_PG_RESTART=1.
+//
+// Not bounded: a server that stops answering on connections already open
+// (hung, or cut off without a reset). An Append in flight on one waits until
+// the operating system gives up on the connection, which can take minutes.
 //
 // # Testing
 //

@@ -42,6 +42,16 @@ type Options struct {
 	// Appends to one schema run one at a time, so connections beyond a few
 	// serve concurrent listings and Stats.
 	MaxConns int32
+	// ConnectTimeout is how long Open waits for the server. While Open
+	// fails in a way that may pass (the connection is refused, reset or
+	// times out; the server is starting up, shutting down or has no
+	// connection slot free), it tries again, after pauses growing from
+	// 100ms to 1s, until ConnectTimeout has passed or ctx ends, and then
+	// returns the last error. Other errors (authentication, a missing
+	// database, the schema) return at once. If zero, Open tries once.
+	// After Open, the pool reconnects by itself: see the package
+	// documentation's Outages.
+	ConnectTimeout time.Duration
 	// CounterShards is how many rows hold the counters of each topic; default
 	// [DefaultCounterShards]. Each Append adds to one of them, chosen at random,
 	// and Stats sums them. Replicas may use different values, and the value
@@ -88,7 +98,8 @@ type Store struct {
 // reads it; the PG* environment variables fill in what it leaves out.
 // ctx bounds the connection and the migration, not the Store's life.
 //
-// Open fails if the database is unreachable, its encoding is not UTF8, the
+// Open fails if the database is unreachable (for longer than
+// opts.ConnectTimeout, if set), its encoding is not UTF8, the
 // schema holds a relation named like one of eventagg's (events, counters,
 // claims, ...) but no eventagg version, or the schema was written by a
 // newer version of eventagg.
@@ -109,12 +120,18 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if o.MaxConns < 0 {
 		return nil, fmt.Errorf("postgres: negative MaxConns %d", o.MaxConns)
 	}
+	if o.ConnectTimeout < 0 {
+		return nil, fmt.Errorf("postgres: negative ConnectTimeout %v", o.ConnectTimeout)
+	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 { // the DSN's connect_timeout
+		cfg.ConnConfig.ConnectTimeout = dialTimeout
 	}
 	params := cfg.ConnConfig.RuntimeParams
 	// Append relies on each statement of its transaction taking a fresh
@@ -146,7 +163,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	}
 	s.stopped, s.stop = context.WithCancel(context.Background())
 	s.prepareSQL()
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrateWaiting(ctx, o.ConnectTimeout); err != nil {
 		pool.Close()
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)

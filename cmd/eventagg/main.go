@@ -5,8 +5,15 @@
 //	eventagg [-addr :8080] [-db events.db] [flags]
 //	eventagg -db postgres://user:password@host:5432/events [-db-schema eventagg]
 //
-// -sync, -max-db-size and -busy-timeout apply to SQLite only, -db-schema to
-// PostgreSQL only; given with the other store, they are refused.
+// -sync, -max-db-size and -busy-timeout apply to SQLite only, -db-schema,
+// -db-pool-size and -db-connect-timeout to PostgreSQL only; given with the
+// other store, they are refused.
+//
+// With PostgreSQL, the server listens once it has opened the schema: while
+// the database cannot be reached, it retries for up to -db-connect-timeout,
+// and then exits 1 naming the last error. Once serving, it outlives outages
+// of the database: publishes get 503 with Retry-After and /health answers
+// 503 until the database is back, and the pool reconnects by itself.
 //
 // Every flag can also be set with an environment variable (EVENTAGG_ADDR,
 // EVENTAGG_DB, ...); a flag on the command line wins. Run eventagg -h for
@@ -43,6 +50,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -124,6 +132,8 @@ type config struct {
 	tlsCert         string
 	tlsKey          string
 	dbSchema        string
+	dbPoolSize      int
+	dbConnect       time.Duration // postgres.Options.ConnectTimeout
 	logFormat       string
 	logLevel        slog.Level
 	version         bool
@@ -139,6 +149,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.addr, "addr", ":8080", "`address` to listen on")
 	fs.StringVar(&c.db, "db", "events.db", "SQLite database `path` (created if missing), or a postgres:// URL to share one PostgreSQL database between replicas")
 	fs.StringVar(&c.dbSchema, "db-schema", postgres.DefaultSchema, "PostgreSQL only: the `schema` holding the tables; replicas that share events use the same")
+	fs.IntVar(&c.dbPoolSize, "db-pool-size", 0, "PostgreSQL only: most `connections` to the database (0: the URL's pool_max_conns, or else the greater of 4 and the number of CPUs)")
+	fs.DurationVar(&c.dbConnect, "db-connect-timeout", 30*time.Second, "PostgreSQL only: how long to wait for the database at start, retrying, before exiting 1 (0: try once)")
 	fs.StringVar(&c.sync, "sync", "full", "SQLite only: durability: full (fsync every commit), normal or off")
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest publish request body, in `bytes`")
 	fs.IntVar(&c.maxBatch, "max-batch", httpapi.DefaultMaxEventsPerRequest, "most `events` in one publish request")
@@ -206,8 +218,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if flags := given("sync", "max-db-size", "busy-timeout"); len(flags) > 0 {
 			return nil, usageError{fmt.Errorf("%s apply to SQLite only, and -db names a PostgreSQL database: remove them (durability is PostgreSQL's synchronous_commit)", strings.Join(flags, ", "))}
 		}
-	} else if flags := given("db-schema"); len(flags) > 0 {
-		return nil, usageError{fmt.Errorf("-db-schema applies to PostgreSQL only, and -db names a SQLite file: remove it")}
+	} else if flags := given("db-schema", "db-pool-size", "db-connect-timeout"); len(flags) > 0 {
+		verb, them := "applies", "it"
+		if len(flags) > 1 {
+			verb, them = "apply", "them"
+		}
+		return nil, usageError{fmt.Errorf("%s %s to PostgreSQL only, and -db names a SQLite file: remove %s", strings.Join(flags, ", "), verb, them)}
 	}
 	switch {
 	case c.logFormat != "text" && c.logFormat != "json":
@@ -226,6 +242,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, usageError{errors.New("-db must name a database file or a postgres:// URL")}
 	case c.maxDBSize < 0:
 		return nil, usageError{errors.New("-max-db-size must not be negative")}
+	case c.dbPoolSize < 0 || c.dbPoolSize > math.MaxInt32:
+		return nil, usageError{fmt.Errorf("-db-pool-size must be between 0 and %d", math.MaxInt32)}
+	case c.dbConnect < 0:
+		return nil, usageError{errors.New("-db-connect-timeout must not be negative")}
 	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.writeTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0:
 		return nil, usageError{errors.New("-busy-timeout, -read-header-timeout, -read-timeout, -write-timeout, -idle-timeout and -shutdown-timeout must be positive")}
 	case c.maxFollowers <= 0:
@@ -318,8 +338,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	}
 	var store eventagg.Store
 	if isPostgres(cfg.db) {
-		openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		store, err = postgres.Open(openCtx, cfg.db, &postgres.Options{Schema: cfg.dbSchema})
+		// The wait for the database, then 30s for the migration, which may
+		// wait for other replicas' queries; a signal ends both.
+		log.Info("opening the PostgreSQL schema", "db", redact(cfg.db), "db_schema", cfg.dbSchema,
+			"connect_timeout", cfg.dbConnect.String())
+		openCtx, cancel := context.WithTimeout(ctx, cfg.dbConnect+30*time.Second)
+		store, err = postgres.Open(openCtx, cfg.db, &postgres.Options{
+			Schema:         cfg.dbSchema,
+			MaxConns:       int32(cfg.dbPoolSize),
+			ConnectTimeout: cfg.dbConnect,
+		})
 		cancel()
 	} else {
 		store, err = eventagg.OpenSQLite(cfg.db, &eventagg.SQLiteOptions{
