@@ -226,7 +226,9 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 //     [Options].QueueTimeout passes while Publish waits for room in the
 //     queue: nothing was stored;
 //   - [ErrStore], wrapping the store's error, if the write failed: nothing
-//     was stored or counted;
+//     was stored or counted, unless the store could not tell (a PostgreSQL
+//     commit in doubt, an fsync that failed after a SQLite commit): the
+//     batch may then be stored, and resending it is safe;
 //   - ctx's error if ctx ends while the batch is being written: it may or may
 //     not have been stored. Resending is safe: it is deduplicated.
 func (a *Aggregator) Publish(ctx context.Context, events ...Event) (Result, error) {

@@ -160,7 +160,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 			body.Code, body.Error = CodeStoreUnavailable, "store unavailable; retry later"
 		}
 		if r.Method == http.MethodPost {
-			body.Error += "; nothing was stored"
+			body.Error += "; nothing was stored, unless the store could not tell (a commit in doubt): resending is safe"
 		}
 		h.log.LogAttrs(r.Context(), slog.LevelError, "store error", slog.String("path", mountPrefix(r)+r.URL.Path), slog.Any("error", err))
 	case r.Context().Err() != nil:
