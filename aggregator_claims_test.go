@@ -199,3 +199,27 @@ func ExampleAggregator_Once() {
 	// claimed <nil>
 	// done <nil>
 }
+
+// failingCompletes is a MemoryStore whose completions fail, as a store
+// whose connection broke would.
+type failingCompletes struct{ *eventagg.MemoryStore }
+
+func (failingCompletes) Complete(context.Context, eventagg.Claim, eventagg.Event, eventagg.AppendOptions) (eventagg.Outcome, error) {
+	return eventagg.Outcome{}, errors.New("connection reset")
+}
+
+func TestOnceReleasesWhenTheCompletionFails(t *testing.T) {
+	t.Parallel()
+	store := failingCompletes{eventagg.NewMemoryStore()}
+	agg := MustNew(t, store, nil)
+	e := event("hooks", "d-1")
+	c, err := agg.Once(t.Context(), e, time.Hour, func(context.Context) error { return nil })
+	if !errors.Is(err, eventagg.ErrStore) || c.Status != eventagg.Claimed {
+		t.Fatalf("Once with a failing completion = %+v, %v; want Claimed and ErrStore", c, err)
+	}
+	// Released: claimable at once, not after the hour's lease.
+	again, err := store.Claim(t.Context(), e.Key(), time.Hour, time.Now())
+	if err != nil || again.Status != eventagg.Claimed {
+		t.Fatalf("Claim after the failed completion = %+v, %v; want Claimed", again, err)
+	}
+}

@@ -206,8 +206,10 @@ func (a *Aggregator) Release(ctx context.Context, c Claim) error {
 //
 //   - Claimed with a nil error: fn ran, and e is stored and its key done;
 //   - Claimed with fn's error: fn failed, the claim was released, nothing
-//     was stored; with another error, the completion failed (ErrClaimLost:
-//     fn ran past its lease and another worker took the key over);
+//     was stored; with another error, the completion failed: ErrClaimLost
+//     if fn ran past its lease and another worker took the key over, or
+//     the store's error (the claim was then released, so that the next
+//     delivery runs fn again at once);
 //   - Done: the key was done before; fn did not run;
 //   - Busy: another worker holds the key until the claim's Expires; fn did
 //     not run.
@@ -231,17 +233,27 @@ func (a *Aggregator) Once(ctx context.Context, e Event, lease time.Duration, fn 
 	err = fn(work)
 	cancel()
 	if err != nil {
-		// Released with a context of its own: fn may have failed because
-		// ctx ended, and the claim should not wait out its lease for that.
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer rcancel()
-		if rerr := a.Release(rctx, c); rerr != nil && !errors.Is(rerr, ErrClaimLost) {
-			return c, errors.Join(err, fmt.Errorf("releasing the claim: %w", rerr))
-		}
-		return c, err
+		return c, a.releaseAfter(ctx, c, err)
 	}
-	_, err = a.Complete(ctx, c, e)
+	if _, err = a.Complete(ctx, c, e); err != nil && !errors.Is(err, ErrClaimLost) {
+		// Not completed (or in doubt): released, so that the next delivery
+		// need not wait out the lease. If the completion did commit, the
+		// claim is gone and the release finds nothing to do.
+		return c, a.releaseAfter(ctx, c, err)
+	}
 	return c, err
+}
+
+// releaseAfter releases c after err, with a context of its own (err may
+// come from ctx ending, and the claim should not wait out its lease for
+// that), and returns err, joined with the release's error if it failed.
+func (a *Aggregator) releaseAfter(ctx context.Context, c Claim, err error) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if rerr := a.Release(rctx, c); rerr != nil && !errors.Is(rerr, ErrClaimLost) {
+		return errors.Join(err, fmt.Errorf("releasing the claim: %w", rerr))
+	}
+	return err
 }
 
 // open returns ErrClosed once Shutdown has begun.
