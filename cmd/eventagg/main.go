@@ -75,9 +75,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, errorLine(err))
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: the usage was asked for, and printed
 		}
+		fmt.Fprintln(os.Stderr, errorLine(err))
 		os.Exit(exitCode(err))
 	}
 }
@@ -93,9 +94,10 @@ func errorLine(err error) string {
 }
 
 // exitCode is 2 for usage errors, as with the flag package, and 1 otherwise.
+// (-h is not an error: the program exits 0 after the usage.)
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+	if errors.As(err, &u) {
 		return 2
 	}
 	return 1

@@ -565,3 +565,29 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpExitsZero: -h prints the usage and exits 0 (asked for, not an
+// error); an unknown flag exits 2 with the usage.
+func TestHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		arg  string
+		code int
+	}{{"-h", 0}, {"-help", 0}, {"-no-such-flag", 2}} {
+		cmd := exec.Command(os.Args[0], c.arg)
+		cmd.Env = append(os.Environ(), "EVENTAGG_TEST_MAIN=1")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != c.code || !strings.Contains(stderr.String(), "Usage: eventagg") {
+			t.Errorf("eventagg %s: exit %d, stderr %q; want exit %d and the usage", c.arg, code, stderr.String(), c.code)
+		}
+	}
+}
