@@ -155,6 +155,7 @@ type SQLiteStore struct {
 	ret      sqliteRetention  // read at the start of each write transaction
 
 	readRet, setRet, scanLive, scanKept, keepKey, delRange, addExpired *sqlite3.Stmt // retention
+	claimDone, claimGet, claimToken, claimPut, claimDel, claimLapsed   *sqlite3.Stmt // claims
 	wreader                                                            *sqliteReader // statements of the readers, on w; in exclusive mode only
 
 	slots chan struct{}      // one per reader that may be open
@@ -361,7 +362,7 @@ func (s *SQLiteStore) openWriter() (err error) {
 		{&s.addTopic, `INSERT INTO topics (name) VALUES (?)`},
 		{&s.addCount, `UPDATE topics SET received = received + ?2, unique_processed = unique_processed + ?3,
 			duplicate_dropped = duplicate_dropped + ?4, conflicts = conflicts + ?5 WHERE id = ?1`},
-	}, s.retentionStatements()...) {
+	}, append(s.retentionStatements(), s.claimStatements()...)...) {
 		if *p.stmt, _, err = s.w.Prepare(p.sql); err != nil {
 			return err
 		}

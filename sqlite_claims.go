@@ -17,6 +17,24 @@ import (
 // stores its event and deletes its claim in one transaction, durable before
 // Complete returns, as an Append is.
 
+// claimStatements are the writer's statements for claims.
+func (s *SQLiteStore) claimStatements() []struct {
+	stmt **sqlite3.Stmt
+	sql  string
+} {
+	return []struct {
+		stmt **sqlite3.Stmt
+		sql  string
+	}{
+		{&s.claimDone, `SELECT 1 FROM events JOIN topics ON topics.id = events.topic_id WHERE topics.name = ?1 AND events.event_id = ?2`},
+		{&s.claimGet, `SELECT token, expires FROM claims WHERE topic = ?1 AND event_id = ?2`},
+		{&s.claimToken, `UPDATE claim_state SET last_token = last_token + 1 RETURNING last_token`},
+		{&s.claimPut, `INSERT OR REPLACE INTO claims (topic, event_id, token, expires) VALUES (?1, ?2, ?3, ?4)`},
+		{&s.claimDel, `DELETE FROM claims WHERE topic = ?1 AND event_id = ?2`},
+		{&s.claimLapsed, `UPDATE claim_state SET expired = expired + 1`},
+	}
+}
+
 // Claim implements [Claimer].
 func (s *SQLiteStore) Claim(ctx context.Context, key Key, lease time.Duration, now time.Time) (Claim, error) {
 	var cl Claim
@@ -29,7 +47,7 @@ func (s *SQLiteStore) Claim(ctx context.Context, key Key, lease time.Duration, n
 }
 
 func (s *SQLiteStore) claimTx(key Key, lease time.Duration, now time.Time) (Claim, error) {
-	done, err := s.queryExists(`SELECT 1 FROM events JOIN topics ON topics.id = events.topic_id WHERE topics.name = ? AND events.event_id = ?`, key.Topic, key.EventID)
+	done, err := s.keyRow(s.claimDone, key)
 	if err != nil || done {
 		return Claim{Key: key, Status: Done}, err
 	}
@@ -41,33 +59,38 @@ func (s *SQLiteStore) claimTx(key Key, lease time.Duration, now time.Time) (Clai
 		if expires > now.UnixNano() {
 			return Claim{Key: key, Status: Busy, Expires: time.Unix(0, expires).UTC()}, nil
 		}
-		if err := s.w.Exec(`UPDATE claim_state SET expired = expired + 1`); err != nil {
+		if err := s.claimLapsed.Exec(); err != nil {
 			return Claim{}, err
 		}
 	}
-	stmt, _, err := s.w.Prepare(`UPDATE claim_state SET last_token = last_token + 1 RETURNING last_token`)
-	if err != nil {
-		return Claim{}, err
-	}
-	defer stmt.Close()
+	stmt := s.claimToken
 	if !stmt.Step() {
-		return Claim{}, errors.Join(errors.New("eventagg: claim_state has no row"), stmt.Err())
+		return Claim{}, errors.Join(errors.New("eventagg: claim_state has no row"), stmt.Reset())
 	}
 	cl := Claim{Key: key, Status: Claimed, Token: stmt.ColumnInt64(0), Expires: now.Add(lease)}
 	if err := finish(stmt); err != nil {
 		return Claim{}, err
 	}
-	return cl, s.exec(`INSERT OR REPLACE INTO claims (topic, event_id, token, expires) VALUES (?, ?, ?, ?)`,
-		key.Topic, key.EventID, cl.Token, cl.Expires.UnixNano())
+	put := s.claimPut
+	if err := errors.Join(put.BindText(1, key.Topic), put.BindText(2, key.EventID),
+		put.BindInt64(3, cl.Token), put.BindInt64(4, cl.Expires.UnixNano())); err != nil {
+		return Claim{}, err
+	}
+	return cl, put.Exec()
+}
+
+// keyRow reports whether stmt, with key bound as ?1 and ?2, returns a row.
+func (s *SQLiteStore) keyRow(stmt *sqlite3.Stmt, key Key) (bool, error) {
+	if err := errors.Join(stmt.BindText(1, key.Topic), stmt.BindText(2, key.EventID)); err != nil {
+		return false, err
+	}
+	found := stmt.Step()
+	return found, finish(stmt)
 }
 
 // claimRow reads the claim of key, if there is one.
 func (s *SQLiteStore) claimRow(key Key) (token, expires int64, ok bool, err error) {
-	stmt, _, err := s.w.Prepare(`SELECT token, expires FROM claims WHERE topic = ? AND event_id = ?`)
-	if err != nil {
-		return 0, 0, false, err
-	}
-	defer stmt.Close()
+	stmt := s.claimGet
 	if err := errors.Join(stmt.BindText(1, key.Topic), stmt.BindText(2, key.EventID)); err != nil {
 		return 0, 0, false, err
 	}
@@ -87,7 +110,11 @@ func (s *SQLiteStore) endClaim(c Claim) error {
 	case !ok || token != c.Token:
 		return ErrClaimLost
 	}
-	return s.exec(`DELETE FROM claims WHERE topic = ? AND event_id = ?`, c.Key.Topic, c.Key.EventID)
+	del := s.claimDel
+	if err := errors.Join(del.BindText(1, c.Key.Topic), del.BindText(2, c.Key.EventID)); err != nil {
+		return err
+	}
+	return del.Exec()
 }
 
 // Complete implements [Claimer].
@@ -129,48 +156,3 @@ func (s *SQLiteStore) ClaimCounts(ctx context.Context, now time.Time) (ClaimCoun
 	return cc, err
 }
 
-// queryExists reports whether the query, with args bound in order, returns
-// a row, on the writer.
-func (s *SQLiteStore) queryExists(sql string, args ...any) (bool, error) {
-	stmt, _, err := s.w.Prepare(sql)
-	if err != nil {
-		return false, err
-	}
-	defer stmt.Close()
-	if err := bindAll(stmt, args); err != nil {
-		return false, err
-	}
-	found := stmt.Step()
-	return found, finish(stmt)
-}
-
-// exec runs sql with args bound in order on the writer.
-func (s *SQLiteStore) exec(sql string, args ...any) error {
-	stmt, _, err := s.w.Prepare(sql)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
-	if err := bindAll(stmt, args); err != nil {
-		return err
-	}
-	return stmt.Exec()
-}
-
-func bindAll(stmt *sqlite3.Stmt, args []any) error {
-	for i, a := range args {
-		var err error
-		switch v := a.(type) {
-		case string:
-			err = stmt.BindText(i+1, v)
-		case int64:
-			err = stmt.BindInt64(i+1, v)
-		default:
-			err = errors.New("eventagg: unsupported argument type")
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
