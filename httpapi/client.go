@@ -289,15 +289,28 @@ func (c *Client) try(ctx context.Context, method, path string, query url.Values,
 		return nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	limit := int64(maxAnswerBytes)
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		limit = maxErrorBytes // an error answer is short; only its start is read
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: reading answer to %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if int64(len(data)) > limit {
+			return nil, fmt.Errorf("httpapi: the answer to %s %s is larger than %d bytes: not an eventagg server's", method, path, limit)
+		}
 		return data, nil
 	}
-	return nil, errorAnswer(resp, data)
+	return nil, errorAnswer(resp, data[:min(int64(len(data)), limit)])
 }
+
+// maxAnswerBytes bounds the body of a successful answer that the Client
+// reads whole: a page of events (at most [DefaultMaxPage] events, their
+// payloads about [eventagg.PageBytes]) or /stats (a page of topics) is far
+// smaller, so a larger one is refused rather than held in memory.
+const maxAnswerBytes = 64 << 20
 
 // errorAnswer returns the APIError that resp, an answer other than 2xx
 // with the body data, stands for.

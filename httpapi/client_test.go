@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -404,5 +405,32 @@ func TestClientPublishIsAggregatorPublish(t *testing.T) {
 				t.Errorf("Stats().Conflicts = %d, want the 3 conflicts published", want.Conflicts)
 			}
 		})
+	}
+}
+
+func TestClientBoundsAnswers(t *testing.T) {
+	t.Parallel()
+	huge := strings.Repeat("x", 70<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stats" {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"received":1,"x":"`+huge+`"}`)
+			return
+		}
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":"bad`+huge+`"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := httpapi.NewClient(srv.URL, &httpapi.ClientOptions{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stats(t.Context()); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Stats with a 70 MiB answer: %v, want an error saying it is too large", err)
+	}
+	_, err = c.Publish(t.Context(), eventagg.Event{Topic: "a", EventID: "1"})
+	var apiErr *httpapi.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || len(apiErr.Message) > 64<<10 {
+		t.Errorf("Publish with a 70 MiB error answer: %v, want a 400 APIError with a bounded message", err)
 	}
 }
