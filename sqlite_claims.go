@@ -155,4 +155,3 @@ func (s *SQLiteStore) ClaimCounts(ctx context.Context, now time.Time) (ClaimCoun
 	})
 	return cc, err
 }
-
