@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/eventagg/eventagg/internal/loglimit"
 )
 
 // Defaults of [Options].
@@ -98,6 +100,7 @@ type Aggregator struct {
 	expireDue bool          // the last Expire had more to do; the writer's
 	expireLog time.Time     // when a failed Expire was last logged
 	log       *slog.Logger
+	failLog   *loglimit.Limiter // failed appends: at most one record a second
 	started   time.Time
 
 	// Following (see Tail): the acker wakes waiting Tails after each
@@ -190,6 +193,7 @@ func New(store Store, opts *Options) (*Aggregator, error) {
 		dedupFor: max(o.DedupWindow, o.Retention),
 		now:      o.Now,
 		log:      o.Logger,
+		failLog:  loglimit.New(time.Second),
 		started:  o.Now(),
 		ctx:      ctx,
 		cancel:   cancel,
@@ -505,8 +509,11 @@ func (a *Aggregator) answer(w written) {
 		for _, r := range w.reqs {
 			events += len(r.events)
 		}
-		a.log.LogAttrs(ctx, slog.LevelError, "eventagg: append failed",
-			slog.Int("events", events), slog.Int("calls", len(w.reqs)), slog.Any("error", w.err))
+		if ok, held := a.failLog.Allow(); ok { // an outage fails every commit: not a line each
+			a.log.LogAttrs(ctx, slog.LevelError, "eventagg: append failed",
+				slog.Int("events", events), slog.Int("calls", len(w.reqs)), slog.Any("error", w.err),
+				slog.Int("failures_not_logged", held))
+		}
 		err := fmt.Errorf("%w: %w", ErrStore, w.err)
 		for _, r := range w.reqs {
 			r.answer(reply{err: err})

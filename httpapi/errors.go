@@ -162,7 +162,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		if r.Method == http.MethodPost {
 			body.Error += "; nothing was stored, unless the store could not tell (a commit in doubt): resending is safe"
 		}
-		h.log.LogAttrs(r.Context(), slog.LevelError, "store error", slog.String("path", mountPrefix(r)+r.URL.Path), slog.Any("error", err))
+		if ok, held := h.storeLog.Allow(); ok { // an outage fails every request: not a line each
+			h.log.LogAttrs(r.Context(), slog.LevelError, "store error", slog.String("path", mountPrefix(r)+r.URL.Path), slog.Any("error", err),
+				slog.Int("errors_not_logged", held))
+		}
 	case r.Context().Err() != nil:
 		// nginx's convention; the client is gone
 		status, body.Code, body.Error = 499, CodeClientClosed, "client closed request"

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/internal/loglimit"
 )
 
 // Defaults of [Options].
@@ -129,6 +130,8 @@ type Handler struct {
 	tokenSum [sha256.Size]byte // of opts.Token
 	listings chan struct{}     // one per GET /events answer under way
 
+	storeLog *loglimit.Limiter // store errors: at most one record a second
+
 	followers  chan struct{}   // one per follow stream under way
 	followsCtx context.Context // ends at CloseFollows
 	endFollows context.CancelFunc
@@ -137,7 +140,7 @@ type Handler struct {
 // NewHandler returns a Handler serving agg, usually an [*eventagg.Aggregator].
 // opts may be nil.
 func NewHandler(agg Backend, opts *Options) *Handler {
-	h := &Handler{agg: agg, metrics: newMetrics(), mux: http.NewServeMux()}
+	h := &Handler{agg: agg, metrics: newMetrics(), mux: http.NewServeMux(), storeLog: loglimit.New(time.Second)}
 	if opts != nil {
 		h.opts = *opts
 	}
