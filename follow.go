@@ -4,6 +4,7 @@ import (
 	"context"
 	"iter"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,7 +149,8 @@ func (t *Tail) Cursor() int64 { return t.after }
 // cursor past them. If there are none, it waits until one is stored, ctx
 // ends (it returns ctx's error; the cursor has not moved, so Next can be
 // called again), or the Aggregator has shut down and every event it
-// stored has been returned ([ErrClosed]). An error of the store is
+// stored has been returned ([ErrClosed]; events that other writers of the
+// store add later are left to a Tail of another Aggregator). An error of the store is
 // wrapped in [ErrStore]; events appended to dst before it are valid, and
 // the cursor is past them.
 func (t *Tail) Next(ctx context.Context, dst []Event) ([]Event, error) {
@@ -162,9 +164,15 @@ func (t *Tail) Next(ctx context.Context, dst []Event) ([]Event, error) {
 	for {
 		woken := a.wakeup.wait() // before reading: no wake-up can fall between
 		stopped := isDone(a.stopped)
+		limit := int64(math.MaxInt64)
+		if stopped {
+			// Shut down: what is left to hand out is what this Aggregator
+			// stored, not what other writers of the store add after it.
+			limit = a.durability.seq.Load()
+		}
 		start := len(dst)
 		var err error
-		dst, err = t.read(ctx, dst)
+		dst, err = t.read(ctx, dst, limit)
 		if err != nil || len(dst) > start {
 			return dst, err
 		}
@@ -191,12 +199,16 @@ func (t *Tail) Next(ctx context.Context, dst []Event) ([]Event, error) {
 	}
 }
 
-// read appends to dst what Next returns, without waiting.
-func (t *Tail) read(ctx context.Context, dst []Event) ([]Event, error) {
+// read appends to dst what Next returns, without waiting: events up to
+// limit.
+func (t *Tail) read(ctx context.Context, dst []Event, limit int64) ([]Event, error) {
 	bytes := 0
 	for e, err := range t.a.store.Events(ctx, Query{Topic: t.topic, After: t.after, Limit: TailPage}) {
 		if err != nil {
 			return dst, readError(ctx, err)
+		}
+		if e.Seq > limit {
+			break
 		}
 		if !t.a.durability.durable(e.Seq) {
 			break // the acker wakes the Tail once it is

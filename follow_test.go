@@ -358,3 +358,28 @@ func ExampleAggregator_Follow() {
 	// 1 o-1
 	// 2 o-2
 }
+
+func TestTailOfAShutDownAggregatorEnds(t *testing.T) {
+	t.Parallel()
+	store := eventagg.NewMemoryStore()
+	first, err := eventagg.New(store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPublish(t, first, event("a", "1"))
+	tail := first.Tail(eventagg.Query{})
+	if err := first.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Another Aggregator writes on: the first one's Tail hands out what the
+	// first stored, then ends, rather than follow the other for ever.
+	second := MustNew(t, store, nil)
+	mustPublish(t, second, event("a", "2"))
+	page, err := tail.Next(t.Context(), nil)
+	if err != nil || ids(page) != "a/1@1 " {
+		t.Fatalf("Next() after Shutdown = %s, %v; want a/1@1", ids(page), err)
+	}
+	if page, err = tail.Next(t.Context(), page[:0]); !errors.Is(err, eventagg.ErrClosed) || len(page) != 0 {
+		t.Fatalf("Next() once the first's events are out = %s, %v; want ErrClosed", ids(page), err)
+	}
+}
