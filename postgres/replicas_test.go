@@ -12,24 +12,27 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/eventagg/eventagg"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestListingUnderConcurrentWriters checks the listing guarantee: while
-// writers on two Stores (two pools, as two replicas) append concurrently,
-// readers paging with Query.After see every stored event exactly once and in
-// increasing Seq order. Without the append lock, a transaction holding lower
+// writers on four Stores (four pools, as four replicas) append concurrently,
+// with random pauses between their appends, and another session holds a
+// write transaction open for a second, readers paging with Query.After see
+// every stored event exactly once and in increasing Seq order. Without the append lock, a transaction holding lower
 // sequence numbers can commit after one holding higher numbers, and a reader
 // whose cursor passed the higher ones would skip the lower ones for ever.
 func TestListingUnderConcurrentWriters(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
-	stores := []eventagg.Store{MustOpen(t, dsn, schema), MustOpen(t, dsn, schema)}
+	stores := []eventagg.Store{MustOpen(t, dsn, schema), MustOpen(t, dsn, schema), MustOpen(t, dsn, schema), MustOpen(t, dsn, schema)}
 	const (
-		writers = 8 // per store: 4
+		writers = 8 // per store: 2
 		appends = 40
 		maxSize = 20
 	)
@@ -53,7 +56,10 @@ func TestListingUnderConcurrentWriters(t *testing.T) {
 					}
 					batch[j] = event([]string{"a", "b"}[rng.IntN(2)], id)
 				}
-				outcomes, err := stores[w%2].Append(t.Context(), batch, eventagg.AppendOptions{})
+				if rng.IntN(4) == 0 { // writers out of step with each other
+					time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+				}
+				outcomes, err := stores[w%len(stores)].Append(t.Context(), batch, eventagg.AppendOptions{})
 				if err != nil {
 					t.Errorf("writer %d: Append error: %v", w, err)
 					return
@@ -72,6 +78,23 @@ func TestListingUnderConcurrentWriters(t *testing.T) {
 		})
 	}
 
+	// A long transaction elsewhere (one that has written, so it holds a
+	// transaction id): listings must go on, and not skip, while it is open.
+	held, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close(context.Background())
+	tx, err := held.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `CREATE TEMPORARY TABLE held (x int); INSERT INTO held VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	release := time.AfterFunc(time.Second, func() { tx.Rollback(context.Background()) })
+	defer release.Stop()
+
 	type reader struct {
 		topic string
 		limit int
@@ -88,7 +111,7 @@ func TestListingUnderConcurrentWriters(t *testing.T) {
 				finished := isClosed(done) // read before the page: a page after it sees everything
 				n := 0
 				q := eventagg.Query{Topic: rd.topic, After: last, Limit: rd.limit}
-				for e, err := range stores[r%2].Events(t.Context(), q) {
+				for e, err := range stores[r%len(stores)].Events(t.Context(), q) {
 					if err != nil {
 						t.Errorf("reader %d: Events(%+v) error: %v", r, q, err)
 						return
