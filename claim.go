@@ -47,9 +47,9 @@ func (s ClaimStatus) String() string {
 // Claim is the answer of [Claimer.Claim]: its Status, and for a claim held
 // (Claimed) or in another's hands (Busy), when its lease ends.
 type Claim struct {
-	Key     Key
-	Status  ClaimStatus
-	Expires time.Time // Claimed and Busy: when the lease ends
+	Key     Key         // the key claimed
+	Status  ClaimStatus // what the claim found: Claimed, Done or Busy
+	Expires time.Time   // Claimed and Busy: when the lease ends
 	// Token fences the claim: it grows with every claim of any key, and
 	// Complete and Release act only if the key's claim still has it, so a
 	// claimant whose lease lapsed and whose key was claimed again cannot
