@@ -92,8 +92,15 @@ func TestListingUnderConcurrentWriters(t *testing.T) {
 	if _, err := tx.Exec(t.Context(), `CREATE TEMPORARY TABLE held (x int); INSERT INTO held VALUES (1)`); err != nil {
 		t.Fatal(err)
 	}
-	release := time.AfterFunc(time.Second, func() { tx.Rollback(context.Background()) })
-	defer release.Stop()
+	released := make(chan struct{}) // the held transaction ended: its connection may close
+	go func() {
+		defer close(released)
+		select {
+		case <-time.After(time.Second):
+		case <-done:
+		}
+		tx.Rollback(context.Background())
+	}()
 
 	type reader struct {
 		topic string
@@ -139,6 +146,7 @@ func TestListingUnderConcurrentWriters(t *testing.T) {
 	writing.Wait()
 	close(done)
 	reading.Wait()
+	<-released
 	if t.Failed() {
 		return
 	}
