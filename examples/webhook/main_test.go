@@ -311,10 +311,13 @@ func TestCrashWhileProcessingIsRedone(t *testing.T) {
 		t.Fatalf("redelivery within the lease: %d (Retry-After %q), want 503 with Retry-After", status, header.Get("Retry-After"))
 	}
 	// Once it has lapsed, the redelivery is processed; then it is done.
-	for {
+	for giveUp := time.Now().Add(time.Minute); ; {
 		status, _, _ = r.postFull("d-1", `{"order":42}`)
 		if status != http.StatusServiceUnavailable {
 			break
+		}
+		if time.Now().After(giveUp) {
+			t.Fatal("the dead worker's claim still holds the delivery a minute after its 2s lease")
 		}
 		time.Sleep(100 * time.Millisecond) // the sender's retry interval
 	}
