@@ -142,6 +142,8 @@ func (s *Store) Complete(ctx context.Context, c eventagg.Claim, event eventagg.E
 	if s.closed.Load() {
 		return eventagg.Outcome{}, eventagg.ErrClosed
 	}
+	ctx, cancel := s.writeCtx(ctx)
+	defer cancel()
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return eventagg.Outcome{}, s.fail(ctx, err)

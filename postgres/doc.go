@@ -360,9 +360,15 @@
 // server, with a fast stop and as a crash, under publishes to two replicas;
 // it runs alone in CI, with EVENTAGG_TEST_PG_RESTART=1.
 //
-// Not bounded: a server that stops answering on connections already open
-// (hung, or cut off without a reset). An Append in flight on one waits until
-// the operating system gives up on the connection, which can take minutes.
+// A server that stops answering on connections already open (hung, or cut
+// off without a reset) would hold an Append in flight until the operating
+// system gives up on the connection, which can take many minutes. So each
+// Append and claim completion is bounded by Options.WriteTimeout (30s by
+// default): past it, the write fails with [ErrNoAnswer], its connection is
+// dropped and its commit is in doubt (resending is safe), and the next write
+// uses a new connection (TestAppendGivesUpOnAServerThatDoesNotAnswer, through
+// a proxy that stops forwarding). Reads are bounded by their caller's
+// context, as a server's listing is by its write timeout.
 //
 // # Testing
 //

@@ -28,6 +28,9 @@ const (
 	// DefaultCounterShards is the number of counter rows per topic used when
 	// Options.CounterShards is not positive.
 	DefaultCounterShards = 8
+	// DefaultWriteTimeout is the bound on one write used when
+	// Options.WriteTimeout is zero.
+	DefaultWriteTimeout = 30 * time.Second
 )
 
 // Options configures [Open]. The zero value is the default.
@@ -52,11 +55,33 @@ type Options struct {
 	// After Open, the pool reconnects by itself: see the package
 	// documentation's Outages.
 	ConnectTimeout time.Duration
+	// WriteTimeout bounds each Append and claim completion: if the server has
+	// not answered within it (a network that drops packets without a word,
+	// a server that hangs), the write gives up with an error matching
+	// [ErrNoAnswer], its connection is dropped, and its commit is in doubt
+	// (see Append). Without it such a write waits until the operating
+	// system gives the connection up, which can take many minutes, and
+	// holds the Aggregator's writer meanwhile. Default
+	// [DefaultWriteTimeout]; negative: none.
+	WriteTimeout time.Duration
 	// CounterShards is how many rows hold the counters of each topic; default
 	// [DefaultCounterShards]. Each Append adds to one of them, chosen at random,
 	// and Stats sums them. Replicas may use different values, and the value
 	// may change from one Open to the next.
 	CounterShards int
+}
+
+// ErrNoAnswer is the error of a write that the server did not answer within
+// Options.WriteTimeout. Its commit is in doubt: the batch may be stored, and
+// resending it is safe.
+var ErrNoAnswer = errors.New("postgres: no answer from the server within the write timeout; the commit is in doubt")
+
+// writeCtx bounds a write by the write timeout.
+func (s *Store) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.writeTO <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, s.writeTO, ErrNoAnswer)
 }
 
 // pageSize is how many events a listing reads per query. Between pages the
@@ -75,7 +100,8 @@ type Store struct {
 	schema  string // as given
 	quoted  string // as an SQL identifier
 	shards  int
-	lockKey int64 // advisory lock taken by Append and by migrations
+	lockKey int64         // advisory lock taken by Append and by migrations
+	writeTO time.Duration // Options.WriteTimeout; 0: none
 
 	lockSQL, appendSQL, appendLaterSQL, listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL string
 	lockRetentionSQL, expireSQL                                                                 string
@@ -116,6 +142,9 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	}
 	if o.CounterShards <= 0 {
 		o.CounterShards = DefaultCounterShards
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
 	}
 	if o.MaxConns < 0 {
 		return nil, fmt.Errorf("postgres: negative MaxConns %d", o.MaxConns)
@@ -159,6 +188,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		schema:  o.Schema,
 		quoted:  pgx.Identifier{o.Schema}.Sanitize(),
 		shards:  o.CounterShards,
+		writeTO: max(o.WriteTimeout, 0),
 		lockKey: lockKey(o.Schema),
 	}
 	s.stopped, s.stop = context.WithCancel(context.Background())
@@ -344,6 +374,8 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 	if len(events) == 0 {
 		return outcomes, nil
 	}
+	ctx, cancel := s.writeCtx(ctx)
+	defer cancel()
 	var q pgx.Batch
 	s.queueAppend(&q, events, opts, outcomes)
 	// Without BEGIN, the batch runs as one implicit transaction that commits
@@ -506,6 +538,9 @@ func (b *appendBatch) index(ord int64) (int, bool) {
 func (s *Store) fail(ctx context.Context, err error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("%w (%w)", eventagg.ErrClosed, err)
+	}
+	if errors.Is(context.Cause(ctx), ErrNoAnswer) {
+		return fmt.Errorf("%w (%w)", ErrNoAnswer, err)
 	}
 	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 		return fmt.Errorf("%w (%w)", ctx.Err(), err)
