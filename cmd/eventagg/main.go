@@ -6,8 +6,8 @@
 //	eventagg -db postgres://user:password@host:5432/events [-db-schema eventagg]
 //
 // -sync, -max-db-size and -busy-timeout apply to SQLite only, -db-schema,
-// -db-pool-size and -db-connect-timeout to PostgreSQL only; given with the
-// other store, they are refused.
+// -db-pool-size, -db-connect-timeout and -db-write-timeout to PostgreSQL
+// only; given with the other store, they are refused.
 //
 // With PostgreSQL, the server listens once it has opened the schema: while
 // the database cannot be reached, it retries for up to -db-connect-timeout,
@@ -136,6 +136,7 @@ type config struct {
 	dbSchema        string
 	dbPoolSize      int
 	dbConnect       time.Duration // postgres.Options.ConnectTimeout
+	dbWrite         time.Duration // postgres.Options.WriteTimeout
 	logFormat       string
 	logLevel        slog.Level
 	version         bool
@@ -153,6 +154,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.dbSchema, "db-schema", postgres.DefaultSchema, "PostgreSQL only: the `schema` holding the tables; replicas that share events use the same")
 	fs.IntVar(&c.dbPoolSize, "db-pool-size", 0, "PostgreSQL only: most `connections` to the database (0: the URL's pool_max_conns, or else the greater of 4 and the number of CPUs)")
 	fs.DurationVar(&c.dbConnect, "db-connect-timeout", 30*time.Second, "PostgreSQL only: how long to wait for the database at start, retrying, before exiting 1 (0: try once)")
+	fs.DurationVar(&c.dbWrite, "db-write-timeout", postgres.DefaultWriteTimeout, "PostgreSQL only: how long a write waits for the database's answer before it fails (503; its commit in doubt, resending is safe)")
 	fs.StringVar(&c.sync, "sync", "full", "SQLite only: durability: full (fsync every commit), normal or off")
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest publish request body, in `bytes`")
 	fs.IntVar(&c.maxBatch, "max-batch", httpapi.DefaultMaxEventsPerRequest, "most `events` in one publish request")
@@ -220,7 +222,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if flags := given("sync", "max-db-size", "busy-timeout"); len(flags) > 0 {
 			return nil, usageError{fmt.Errorf("%s apply to SQLite only, and -db names a PostgreSQL database: remove them (durability is PostgreSQL's synchronous_commit)", strings.Join(flags, ", "))}
 		}
-	} else if flags := given("db-schema", "db-pool-size", "db-connect-timeout"); len(flags) > 0 {
+	} else if flags := given("db-schema", "db-pool-size", "db-connect-timeout", "db-write-timeout"); len(flags) > 0 {
 		verb, them := "applies", "it"
 		if len(flags) > 1 {
 			verb, them = "apply", "them"
@@ -248,6 +250,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, usageError{fmt.Errorf("-db-pool-size must be between 0 and %d", math.MaxInt32)}
 	case c.dbConnect < 0:
 		return nil, usageError{errors.New("-db-connect-timeout must not be negative")}
+	case c.dbWrite <= 0:
+		return nil, usageError{errors.New("-db-write-timeout must be positive")}
 	case c.busyTimeout <= 0 || c.readHeader <= 0 || c.readTimeout <= 0 || c.writeTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0:
 		return nil, usageError{errors.New("-busy-timeout, -read-header-timeout, -read-timeout, -write-timeout, -idle-timeout and -shutdown-timeout must be positive")}
 	case c.maxFollowers <= 0:
@@ -349,6 +353,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 			Schema:         cfg.dbSchema,
 			MaxConns:       int32(cfg.dbPoolSize),
 			ConnectTimeout: cfg.dbConnect,
+			WriteTimeout:   cfg.dbWrite,
 		})
 		cancel()
 	} else {
