@@ -613,11 +613,8 @@ func (a *Aggregator) StartedAt() time.Time { return a.started }
 // [ErrClosed] after Shutdown, and otherwise asks the store, using [Pinger]
 // when the store implements it and Stats when not.
 func (a *Aggregator) Ping(ctx context.Context) error {
-	a.mu.RLock()
-	closed := a.closed
-	a.mu.RUnlock()
-	if closed {
-		return ErrClosed
+	if err := a.open(); err != nil {
+		return err
 	}
 	if p, ok := a.store.(Pinger); ok {
 		return p.Ping(ctx)

@@ -223,3 +223,30 @@ func TestOnceReleasesWhenTheCompletionFails(t *testing.T) {
 		t.Fatalf("Claim after the failed completion = %+v, %v; want Claimed", again, err)
 	}
 }
+
+func TestClaimRefusesBadKeysAndLeases(t *testing.T) {
+	t.Parallel()
+	agg := MustNew(t, eventagg.NewMemoryStore(), nil)
+	ok := eventagg.Key{Topic: "hooks", EventID: "d-1"}
+	for _, c := range []struct {
+		name  string
+		key   eventagg.Key
+		lease time.Duration
+	}{
+		{"no topic", eventagg.Key{EventID: "d-1"}, time.Minute},
+		{"blank event_id", eventagg.Key{Topic: "hooks", EventID: "  "}, time.Minute},
+		{"event_id over 255 bytes", eventagg.Key{Topic: "hooks", EventID: string(make([]byte, 256))}, time.Minute},
+		{"zero lease", ok, 0},
+		{"negative lease", ok, -time.Second},
+		// Would end past the nanosecond range: wrapped round, it would lapse at once.
+		{"lease of 250 years", ok, 250 * 365 * 24 * time.Hour},
+		{"the longest Duration", ok, time.Duration(1<<63 - 1)},
+	} {
+		if cl, err := agg.Claim(t.Context(), c.key, c.lease); err == nil {
+			t.Errorf("Claim with %s = %+v, want an error", c.name, cl)
+		}
+	}
+	if cl, err := agg.Claim(t.Context(), ok, 50*365*24*time.Hour); err != nil || cl.Status != eventagg.Claimed {
+		t.Errorf("Claim with a 50-year lease = %+v, %v; want Claimed", cl, err)
+	}
+}

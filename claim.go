@@ -118,16 +118,20 @@ func (a *Aggregator) Claim(ctx context.Context, key Key, lease time.Duration) (C
 	if err != nil {
 		return Claim{}, err
 	}
-	if lease <= 0 {
-		return Claim{}, fmt.Errorf("eventagg: a claim's lease must be positive, not %v", lease)
+	// The key obeys the rules of an event's: it becomes one on Complete.
+	if err := (&Event{Topic: key.Topic, EventID: key.EventID}).Validate(0); err != nil {
+		return Claim{}, err
 	}
-	if key.Topic == "" || key.EventID == "" {
-		return Claim{}, fmt.Errorf("%w: a claim needs a topic and an event_id", ErrInvalidEvent)
+	now := a.now()
+	if lease <= 0 || now.Add(lease).After(maxTimestamp) {
+		// Stores keep a lease's end in nanoseconds: one past 2262 would wrap
+		// round into the past, and the claim would lapse at once.
+		return Claim{}, fmt.Errorf("eventagg: a claim's lease must be positive and end before 2262, not %v", lease)
 	}
 	if err := a.open(); err != nil {
 		return Claim{}, err
 	}
-	cl, err := c.Claim(ctx, key, lease, a.now())
+	cl, err := c.Claim(ctx, key, lease, now)
 	return cl, writeError(ctx, err)
 }
 

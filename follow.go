@@ -105,10 +105,12 @@ func (d *durability) committed(outcomes []Outcome) {
 
 // madeDurable notes that a commit (of outcomes) is durable.
 func (d *durability) madeDurable(outcomes []Outcome) {
+	// Stored outcomes carry increasing Seqs: the last one is the highest.
 	top := int64(-1)
-	for _, o := range outcomes {
-		if o.Status == Stored {
-			top = max(top, o.Seq)
+	for i := len(outcomes) - 1; i >= 0; i-- {
+		if outcomes[i].Status == Stored {
+			top = outcomes[i].Seq
+			break
 		}
 	}
 	for {
