@@ -138,13 +138,7 @@ func (s *SQLiteStore) Release(ctx context.Context, c Claim) error {
 func (s *SQLiteStore) ClaimCounts(ctx context.Context, now time.Time) (ClaimCounts, error) {
 	var cc ClaimCounts
 	err := s.read(ctx, func(r *sqliteReader) error {
-		stmt, _, err := r.conn.Prepare(`SELECT
-	(SELECT count(*) FROM claims WHERE expires > ?1),
-	(SELECT count(*) FROM claims WHERE expires <= ?1) + (SELECT expired FROM claim_state)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+		stmt := r.claims
 		if err := stmt.BindInt64(1, now.UnixNano()); err != nil {
 			return err
 		}

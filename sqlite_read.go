@@ -175,6 +175,7 @@ type sqliteReader struct {
 	conn                          *sqlite3.Conn
 	list, listTopic, stats, ping  *sqlite3.Stmt
 	begin, commit, totals, topics *sqlite3.Stmt // QueryStats
+	claims                        *sqlite3.Stmt // ClaimCounts
 }
 
 func (s *SQLiteStore) acquire(ctx context.Context) (*sqliteReader, error) {
@@ -254,6 +255,9 @@ func prepareReader(c *sqlite3.Conn) (r *sqliteReader, err error) {
 		{&r.totals, `SELECT count(*), coalesce(sum(received), 0), coalesce(sum(unique_processed), 0),
 			coalesce(sum(duplicate_dropped), 0), coalesce(sum(conflicts), 0), coalesce(sum(expired), 0) FROM topics`},
 		{&r.topics, `SELECT name, ` + countsColumns + ` FROM topics WHERE name > ?1 ORDER BY name LIMIT ?2`},
+		{&r.claims, `SELECT
+	(SELECT count(*) FROM claims WHERE expires > ?1),
+	(SELECT count(*) FROM claims WHERE expires <= ?1) + (SELECT expired FROM claim_state)`},
 	} {
 		if *p.stmt, _, err = c.Prepare(p.sql); err != nil {
 			return nil, err

@@ -66,6 +66,7 @@ CREATE TABLE claims (
 	expires  INTEGER NOT NULL,
 	PRIMARY KEY (topic, event_id)
 ) WITHOUT ROWID;
+CREATE INDEX claims_expires ON claims (expires); -- ClaimCounts counts by it
 CREATE TABLE claim_state (
 	id         INTEGER PRIMARY KEY CHECK (id = 1),
 	last_token INTEGER NOT NULL,
