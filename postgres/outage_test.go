@@ -26,6 +26,7 @@ type outageProxy struct {
 	mu     sync.Mutex
 	down   bool
 	conns  map[net.Conn]bool
+	frozen chan struct{} // closed by freeze for the connections open then
 }
 
 // startOutageProxy returns a proxy to the test database, up, and a DSN
@@ -43,7 +44,7 @@ func startOutageProxy(t *testing.T, dsn string) (*outageProxy, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &outageProxy{ln: ln, target: net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), conns: make(map[net.Conn]bool)}
+	p := &outageProxy{ln: ln, target: net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), conns: make(map[net.Conn]bool), frozen: make(chan struct{})}
 	t.Cleanup(func() {
 		ln.Close()
 		p.setDown(true)
@@ -89,9 +90,45 @@ func (p *outageProxy) forward(c net.Conn) {
 		}
 		return
 	}
-	go func() { io.Copy(s, c); s.Close() }()
-	io.Copy(c, s)
+	p.mu.Lock()
+	frozen := p.frozen
+	p.mu.Unlock()
+	go func() { pipe(s, c, frozen); s.Close() }()
+	pipe(c, s, frozen)
 	c.Close()
+}
+
+// pipe copies src to dst until src ends or frozen is closed; from then on
+// it drops what arrives, answering nothing, until the connection is closed.
+func pipe(dst, src net.Conn, frozen <-chan struct{}) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-frozen:
+			io.Copy(io.Discard, src) // the bytes go nowhere, until the connection is closed
+			return
+		default:
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freeze makes every connection open now forward nothing more while
+// staying open, as a network that drops packets without a word does; later
+// connections are forwarded.
+func (p *outageProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.frozen)
+	p.frozen = make(chan struct{})
 }
 
 // track records c to be cut at the next setDown(true), unless the proxy is
