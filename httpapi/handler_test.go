@@ -1024,3 +1024,20 @@ func TestStalledListingIsCut(t *testing.T) {
 		t.Errorf("a reading client got %d events, want 300", n)
 	}
 }
+
+func TestMetricsCountClaims(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, nil, nil, nil)
+	for _, id := range []string{"d-1", "d-2"} {
+		if _, err := s.agg.Claim(t.Context(), eventagg.Key{Topic: "hooks", EventID: id}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := parseProm(t, string(s.do(t, "GET", "/metrics", "").body))
+	if got["eventagg_claims_active"] != 2 {
+		t.Errorf("eventagg_claims_active = %v with two claims held, want 2", got["eventagg_claims_active"])
+	}
+	if v, ok := got["eventagg_claims_expired_total"]; !ok || v != 0 {
+		t.Errorf("eventagg_claims_expired_total = %v (present %v), want 0", v, ok)
+	}
+}

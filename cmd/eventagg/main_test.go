@@ -325,6 +325,10 @@ func TestParseConfig(t *testing.T) {
 		{"Listings", []string{"-max-listings", "5", "-write-timeout", "2s"}, nil,
 			func(c *config) bool { return c.maxListings == 5 && c.writeTimeout == 2*time.Second }, ""},
 		{"ZeroListings", []string{"-max-listings", "0"}, nil, nil, "-max-listings must be positive"},
+		{"Followers", nil, map[string]string{"EVENTAGG_MAX_FOLLOWERS": "7"},
+			func(c *config) bool { return c.maxFollowers == 7 }, ""},
+		{"DefaultFollowers", nil, nil, func(c *config) bool { return c.maxFollowers == httpapi.DefaultMaxFollowers }, ""},
+		{"ZeroFollowers", []string{"-max-followers", "0"}, nil, nil, "-max-followers must be positive"},
 		{"ZeroWriteTimeout", []string{"-write-timeout", "0s"}, nil, nil, "must be positive"},
 		// Flags of the other store are refused, not silently ignored.
 		{"PostgresWithSync", []string{"-db", "postgres://h/db", "-sync", "off"}, nil, nil, "-sync apply to SQLite only"},
