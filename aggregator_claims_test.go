@@ -12,13 +12,9 @@ import (
 	"github.com/eventagg/eventagg"
 )
 
-func claimStores(t *testing.T) map[string]func(t *testing.T) eventagg.Store {
-	return followStores(t)
-}
-
 func TestOnceRunsTheWorkOnce(t *testing.T) {
 	t.Parallel()
-	for name, open := range claimStores(t) {
+	for name, open := range bothStores(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			agg := MustNew(t, open(t), nil)

@@ -14,8 +14,8 @@ import (
 	"github.com/eventagg/eventagg"
 )
 
-// followStores are the stores Follow is tested on.
-func followStores(t *testing.T) map[string]func(t *testing.T) eventagg.Store {
+// bothStores are the in-process stores Follow and claims are tested on.
+func bothStores(t *testing.T) map[string]func(t *testing.T) eventagg.Store {
 	return map[string]func(t *testing.T) eventagg.Store{
 		"memory": func(t *testing.T) eventagg.Store { return eventagg.NewMemoryStore() },
 		"sqlite": func(t *testing.T) eventagg.Store {
@@ -70,7 +70,7 @@ func mustPublish(t *testing.T, agg *eventagg.Aggregator, events ...eventagg.Even
 
 func TestFollowSeesStoredThenNewEvents(t *testing.T) {
 	t.Parallel()
-	for name, open := range followStores(t) {
+	for name, open := range bothStores(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			agg := MustNew(t, open(t), nil)
@@ -100,7 +100,7 @@ func TestFollowSeesStoredThenNewEvents(t *testing.T) {
 
 func TestFollowTopicAndResume(t *testing.T) {
 	t.Parallel()
-	for name, open := range followStores(t) {
+	for name, open := range bothStores(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			agg := MustNew(t, open(t), nil)
@@ -132,7 +132,7 @@ func TestFollowTopicAndResume(t *testing.T) {
 
 func TestFollowManyFollowersUnderConcurrentPublishes(t *testing.T) {
 	t.Parallel()
-	for name, open := range followStores(t) {
+	for name, open := range bothStores(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			agg := MustNew(t, open(t), nil)
