@@ -21,13 +21,14 @@ func (e *authError) Error() string {
 
 // authorize returns nil if r may use the endpoint called name, or an
 // *authError. POST /publish needs the token when one is configured; the
-// reads need it too with TokenReads; /health never does.
+// reads need it too with TokenReads; /health and /openapi.json never do
+// (the description of the API holds no data).
 //
 // The tokens are compared as SHA-256 digests with [subtle.ConstantTimeCompare],
 // so the time taken tells nothing about the configured token, not even its
 // length.
 func (h *Handler) authorize(r *http.Request, endpoint string) error {
-	if h.opts.Token == "" || endpoint == "health" || (endpoint != "publish" && !h.opts.TokenReads) {
+	if h.opts.Token == "" || endpoint == "health" || endpoint == "openapi" || (endpoint != "publish" && !h.opts.TokenReads) {
 		return nil
 	}
 	header := r.Header.Get("Authorization")

@@ -24,7 +24,7 @@ func (s *server) doAuth(t *testing.T, method, target, authorization string) resp
 		req.Header.Set("Authorization", authorization)
 	}
 	rec := httptest.NewRecorder()
-	s.h.ServeHTTP(rec, req)
+	checkedHandler(t, s.h).ServeHTTP(rec, req)
 	return response{rec.Code, rec.Header(), rec.Body.Bytes()}
 }
 
@@ -97,7 +97,7 @@ func TestNoTokenConfiguredIgnoresAuthorization(t *testing.T) {
 
 func TestClientSendsToken(t *testing.T) {
 	s := newServer(t, nil, nil, &httpapi.Options{Token: "t0k3n", TokenReads: true})
-	ts := httptest.NewServer(s.h)
+	ts := httptest.NewServer(checkedHandler(t, s.h))
 	defer ts.Close()
 	good, err := httpapi.NewClient(ts.URL, &httpapi.ClientOptions{Token: "t0k3n", MaxAttempts: 1})
 	if err != nil {

@@ -710,7 +710,7 @@ func TestClientFollowsTheServerAcrossARestart(t *testing.T) {
 			lastIDs = append(lastIDs, r.Header.Get("Last-Event-ID"))
 			mu.Unlock()
 		}
-		current.Load().ServeHTTP(w, r)
+		checkedHandler(t, current.Load()).ServeHTTP(w, r)
 	}))
 	defer ts.Close()
 	first := start()
@@ -802,7 +802,7 @@ func TestClientFollowsTheServerAcrossARestart(t *testing.T) {
 func TestClientFollowTheServerRefuses(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, nil, nil, &httpapi.Options{Token: "s3cret", TokenReads: true})
-	ts := httptest.NewServer(s.h)
+	ts := httptest.NewServer(checkedHandler(t, s.h))
 	defer ts.Close()
 	for _, token := range []string{"", "wrong"} {
 		c := newFollowClient(t, ts.URL, &httpapi.ClientOptions{Token: token})

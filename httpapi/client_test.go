@@ -58,6 +58,9 @@ func newClient(t *testing.T, tr *inProcess, opts *httpapi.ClientOptions) *httpap
 	if opts == nil {
 		opts = &httpapi.ClientOptions{}
 	}
+	if tr.h != nil {
+		tr.h = checkedHandler(t, tr.h) // every exchange checked against openapi.json
+	}
 	opts.HTTPClient = &http.Client{Transport: tr}
 	c, err := httpapi.NewClient("http://eventagg.test/", opts)
 	if err != nil {
@@ -242,7 +245,7 @@ func TestNewClientRejectsBadURLs(t *testing.T) {
 func TestClientKeepsPathPrefix(t *testing.T) {
 	s := newServer(t, nil, nil, nil)
 	mux := http.NewServeMux()
-	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", s.h))
+	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", checkedHandler(t, s.h)))
 	c, err := httpapi.NewClient("http://x/eventagg", &httpapi.ClientOptions{HTTPClient: &http.Client{Transport: &inProcess{h: mux}}})
 	if err != nil {
 		t.Fatal(err)

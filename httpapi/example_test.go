@@ -149,5 +149,5 @@ func ExampleHandler_mount() {
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/eventagg/nope", nil))
 	fmt.Print(rec.Code, " ", rec.Body.String())
 	// Output:
-	// 404 {"error":"no such endpoint: /eventagg/nope (try POST /eventagg/publish, GET /eventagg/events, /eventagg/stats, /eventagg/health or /eventagg/metrics)","code":"not_found"}
+	// 404 {"error":"no such endpoint: /eventagg/nope (try POST /eventagg/publish, GET /eventagg/events, /eventagg/stats, /eventagg/health, /eventagg/metrics or /eventagg/openapi.json)","code":"not_found"}
 }

@@ -130,7 +130,7 @@ func (s *stream) ended(t *testing.T) {
 }
 
 func startHTTP(t *testing.T, s *server) *httptest.Server {
-	srv := httptest.NewUnstartedServer(s.h)
+	srv := httptest.NewUnstartedServer(checkedHandler(t, s.h))
 	srv.Config.RegisterOnShutdown(s.h.CloseFollows)
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -209,7 +209,7 @@ func TestFollowHeartbeat(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, nil, nil, &httpapi.Options{Heartbeat: 20 * time.Millisecond})
 	// The server's read timeout must not end a follow, which reads nothing.
-	srv := httptest.NewUnstartedServer(s.h)
+	srv := httptest.NewUnstartedServer(checkedHandler(t, s.h))
 	srv.Config.ReadTimeout = 100 * time.Millisecond
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -227,7 +227,7 @@ func TestFollowHeartbeat(t *testing.T) {
 func TestFollowRefusals(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, nil, nil, &httpapi.Options{MaxFollowers: 1})
-	srv := httptest.NewUnstartedServer(s.h)
+	srv := httptest.NewUnstartedServer(checkedHandler(t, s.h))
 	closed := make(chan struct{}, 16) // a connection closed, after its handler returned
 	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
 		if state == http.StateClosed {
@@ -324,7 +324,7 @@ func TestFollowNeedsATailer(t *testing.T) {
 	s := newServer(t, nil, nil, nil)
 	h := httpapi.NewHandler(notTailer{s.agg}, nil)
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/events?follow=true", nil))
+	checkedHandler(t, h).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/events?follow=true", nil))
 	if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), httpapi.CodeNotImplemented) {
 		t.Fatalf("follow on a Backend without Tail: %d %s, want 501 not_implemented", rec.Code, rec.Body)
 	}

@@ -65,7 +65,8 @@ type Options struct {
 	// WWW-Authenticate challenge. Tokens are compared in constant time.
 	Token string
 	// TokenReads, with Token, requires the token for GET /events, /stats
-	// and /metrics as well. GET /health never requires it.
+	// and /metrics as well. GET /health and GET /openapi.json never
+	// require it.
 	TokenReads bool
 	// MaxFollowers bounds the GET /events?follow=true streams served at
 	// once; above it a follow gets 503 with Retry-After. Default
@@ -116,6 +117,7 @@ type Backend interface {
 //	GET  /stats     ?topics_after=&topics_limit=  counters, a page of topics, uptime
 //	GET  /health    {"status":"healthy"} or 503
 //	GET  /metrics   Prometheus text format
+//	GET  /openapi.json  the OpenAPI 3.1 description of all these (see [OpenAPI])
 //
 // Every error answer is an [ErrorResponse]: JSON with an "error" message and
 // a machine-readable "code" (the Code constants). A Handler is safe for
@@ -181,10 +183,11 @@ func NewHandler(agg Backend, opts *Options) *Handler {
 	h.route("/stats", "stats", h.stats, http.MethodGet, http.MethodHead)
 	h.route("/health", "health", h.health, http.MethodGet, http.MethodHead)
 	h.route("/metrics", "metrics", h.serveMetrics, http.MethodGet, http.MethodHead)
+	h.route("/openapi.json", "openapi", h.serveOpenAPI, http.MethodGet, http.MethodHead)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		p := mountPrefix(r)
 		h.writeError(w, r, &requestError{status: http.StatusNotFound, index: -1,
-			msg: fmt.Sprintf("no such endpoint: %s (try POST %s/publish, GET %[2]s/events, %[2]s/stats, %[2]s/health or %[2]s/metrics)", p+r.URL.Path, p)})
+			msg: fmt.Sprintf("no such endpoint: %s (try POST %s/publish, GET %[2]s/events, %[2]s/stats, %[2]s/health, %[2]s/metrics or %[2]s/openapi.json)", p+r.URL.Path, p)})
 	})
 	return h
 }

@@ -64,7 +64,7 @@ func (s *server) do(t *testing.T, method, target, body string) response {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
-	s.h.ServeHTTP(rec, req)
+	checkedHandler(t, s.h).ServeHTTP(rec, req) // and checked against openapi.json
 	return response{rec.Code, rec.Header(), rec.Body.Bytes()}
 }
 
@@ -630,7 +630,7 @@ func TestMetrics(t *testing.T) {
 	s.do(t, "POST", "/publish", "["+strings.Repeat(" ", 2000)+"]")          // too large: 413
 	req := httptest.NewRequestWithContext(t.Context(), "POST", "/publish", strings.NewReader(`{}`))
 	req.Header.Set("Content-Type", "text/plain")
-	s.h.ServeHTTP(httptest.NewRecorder(), req) // wrong type: 415
+	checkedHandler(t, s.h).ServeHTTP(httptest.NewRecorder(), req) // wrong type: 415
 	s.do(t, "GET", "/nope", "")
 	resp := s.do(t, "GET", "/metrics", "")
 	if resp.status != 200 || !strings.HasPrefix(resp.header.Get("Content-Type"), "text/plain; version=0.0.4") {
@@ -699,7 +699,7 @@ func TestAccessLog(t *testing.T) {
 func TestMountedUnderPrefix(t *testing.T) {
 	s := newServer(t, nil, nil, nil)
 	mux := http.NewServeMux()
-	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", s.h))
+	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", checkedHandler(t, s.h)))
 	req := httptest.NewRequestWithContext(t.Context(), "POST", "/eventagg/publish", strings.NewReader(`{"topic":"a","event_id":"1"}`))
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, req)
@@ -819,7 +819,7 @@ func TestMountedUnderPrefixLinks(t *testing.T) {
 	s := newServer(t, nil, nil, nil)
 	publishN(t, s, "a", 3)
 	mux := http.NewServeMux()
-	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", s.h))
+	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", checkedHandler(t, s.h)))
 	get := func(target string) response {
 		t.Helper()
 		rec := httptest.NewRecorder()
@@ -980,7 +980,7 @@ func TestStalledListingIsCut(t *testing.T) {
 	if _, err := s.agg.Publish(t.Context(), batch...); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(s.h)
+	srv := httptest.NewServer(checkedHandler(t, s.h))
 	defer srv.Close()
 
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())

@@ -23,7 +23,7 @@ func (s *server) post(t *testing.T, body io.Reader, contentType, encoding string
 		req.Header.Set("Content-Encoding", encoding)
 	}
 	rec := httptest.NewRecorder()
-	s.h.ServeHTTP(rec, req)
+	checkedHandler(t, s.h).ServeHTTP(rec, req)
 	return response{rec.Code, rec.Header(), rec.Body.Bytes()}
 }
 
