@@ -64,6 +64,10 @@
 //     latency histogram, the queue depth, the number of topics, and the
 //     store's own metrics ([eventagg.MetricsReporter]: for SQLite, the size
 //     of the write-ahead log, checkpoints, failures, damage).
+//   - GET /openapi.json: the OpenAPI 3.1 description of all of the above,
+//     as [OpenAPI] returns it: every parameter, body, status, header and
+//     error code. The package's tests check every exchange of their
+//     handler against it, so it follows the code.
 //
 // Query strings are read strictly: one that does not parse (a bad %XX
 // escape, a ';'), a parameter an endpoint does not take, or one given twice
@@ -103,7 +107,7 @@
 //
 // With [Options].Token set, POST /publish requires "Authorization: Bearer
 // <token>", and with [Options].TokenReads so do GET /events, /stats and
-// /metrics; GET /health never does. A request without the right token gets
+// /metrics; GET /health and GET /openapi.json never do. A request without the right token gets
 // 401 with WWW-Authenticate: Bearer realm="eventagg". [ClientOptions].Token
 // sends it.
 //
