@@ -313,7 +313,7 @@ func (sp *spec) check(tb testing.TB, r *http.Request, body *teeBody, c *capture)
 			reqBody = nil // not gzip: the document does not say what it is
 		}
 	}
-	if !body.eof || body.over {
+	if !body.eof || body.over || len(reqBody) >= maxCheckedBody {
 		opts.ExcludeRequestBody = true // not all of it was seen
 	}
 	vr.Body = io.NopCloser(bytes.NewReader(reqBody))
