@@ -116,6 +116,7 @@ type Backend interface {
 //	GET  /stats     ?topics_after=&topics_limit=  counters, a page of topics, uptime
 //	GET  /health    {"status":"healthy"} or 503
 //	GET  /metrics   Prometheus text format
+//	GET  /          a status page for browsers: requests that accept text/html
 //
 // Every error answer is an [ErrorResponse]: JSON with an "error" message and
 // a machine-readable "code" (the Code constants). A Handler is safe for
@@ -135,6 +136,8 @@ type Handler struct {
 	followers  chan struct{}   // one per follow stream under way
 	followsCtx context.Context // ends at CloseFollows
 	endFollows context.CancelFunc
+
+	ingest ingestRing // samples of the received counter, for the status page
 }
 
 // NewHandler returns a Handler serving agg, usually an [*eventagg.Aggregator].
@@ -182,6 +185,9 @@ func NewHandler(agg Backend, opts *Options) *Handler {
 	h.route("/health", "health", h.health, http.MethodGet, http.MethodHead)
 	h.route("/metrics", "metrics", h.serveMetrics, http.MethodGet, http.MethodHead)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && h.statusPage(w, r) {
+			return
+		}
 		p := mountPrefix(r)
 		h.writeError(w, r, &requestError{status: http.StatusNotFound, index: -1,
 			msg: fmt.Sprintf("no such endpoint: %s (try POST %s/publish, GET %[2]s/events, %[2]s/stats, %[2]s/health or %[2]s/metrics)", p+r.URL.Path, p)})
@@ -243,6 +249,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	}()
 	h.mux.ServeHTTP(rec, r)
+	h.sampleIngest()
 }
 
 // recorder remembers what a handler answered, for the access log and
@@ -573,17 +580,23 @@ func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := h.agg.Ping(ctx); err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "health check failed", slog.Any("error", err))
-		body := HealthResponse{Status: "unhealthy", Code: CodeStoreUnavailable, Error: "store unavailable"}
-		switch {
-		case errors.Is(err, eventagg.ErrClosed):
-			body.Code, body.Error = CodeShuttingDown, "shutting down"
-		case errors.Is(err, eventagg.ErrDamaged):
-			body.Code, body.Error = CodeStoreDamaged, "store damaged: writes are refused until it is repaired and reopened (see the server log)"
-		}
-		writeJSON(w, http.StatusServiceUnavailable, body)
+		writeJSON(w, http.StatusServiceUnavailable, healthResponse(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, HealthResponse{Status: "healthy"})
+}
+
+// healthResponse returns what GET /health answers when the backend's Ping
+// returned err, never nil: why it is unhealthy, without the store's error.
+func healthResponse(err error) HealthResponse {
+	body := HealthResponse{Status: "unhealthy", Code: CodeStoreUnavailable, Error: "store unavailable"}
+	switch {
+	case errors.Is(err, eventagg.ErrClosed):
+		body.Code, body.Error = CodeShuttingDown, "shutting down"
+	case errors.Is(err, eventagg.ErrDamaged):
+		body.Code, body.Error = CodeStoreDamaged, "store damaged: writes are refused until it is repaired and reopened (see the server log)"
+	}
+	return body
 }
 
 func (h *Handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
