@@ -64,6 +64,14 @@
 //     latency histogram, the queue depth, the number of topics, and the
 //     store's own metrics ([eventagg.MetricsReporter]: for SQLite, the size
 //     of the write-ahead log, checkpoints, failures, damage).
+//   - GET / from a browser (an Accept header that asks for text/html at
+//     least as much as for JSON): an HTML status page, rendered on the
+//     server: the counters of GET /stats, the 20 largest topics (of the first
+//     [DefaultStatsTopics] by name), the ingest rate of the last 15 minutes
+//     (the Handler samples the received counter after requests, at most
+//     every 10 s), the queue depth and the store's health; its inline script
+//     adds a live tail of GET /events?follow=true. Other requests for / get
+//     the 404 of unknown paths.
 //
 // Query strings are read strictly: one that does not parse (a bad %XX
 // escape, a ';'), a parameter an endpoint does not take, or one given twice
@@ -102,10 +110,10 @@
 // # Access control
 //
 // With [Options].Token set, POST /publish requires "Authorization: Bearer
-// <token>", and with [Options].TokenReads so do GET /events, /stats and
-// /metrics; GET /health never does. A request without the right token gets
-// 401 with WWW-Authenticate: Bearer realm="eventagg". [ClientOptions].Token
-// sends it.
+// <token>", and with [Options].TokenReads so do GET /events, /stats,
+// /metrics and the status page; GET /health never does. A request without
+// the right token gets 401 with WWW-Authenticate: Bearer realm="eventagg".
+// [ClientOptions].Token sends it.
 //
 // # Client
 //

@@ -64,8 +64,9 @@ type Options struct {
 	// a request without "Authorization: Bearer <Token>" gets 401 with a
 	// WWW-Authenticate challenge. Tokens are compared in constant time.
 	Token string
-	// TokenReads, with Token, requires the token for GET /events, /stats
-	// and /metrics as well. GET /health never requires it.
+	// TokenReads, with Token, requires the token for GET /events, /stats,
+	// /metrics and the status page (GET / for browsers) as well. GET /health
+	// never requires it.
 	TokenReads bool
 	// MaxFollowers bounds the GET /events?follow=true streams served at
 	// once; above it a follow gets 503 with Retry-After. Default
