@@ -68,8 +68,9 @@
 //     least as much as for JSON): an HTML status page, rendered on the
 //     server: the counters of GET /stats, the 20 largest topics (of the first
 //     [DefaultStatsTopics] by name), the ingest rate of the last 15 minutes
-//     (the Handler samples the received counter after requests, at most
-//     every 10 s), the queue depth and the store's health; its inline script
+//     (once the page has been asked for, the Handler samples the received
+//     counter after requests, at most every 10 s), the queue depth and the
+//     store's health; its inline script
 //     adds a live tail of GET /events?follow=true. Other requests for / get
 //     the 404 of unknown paths.
 //

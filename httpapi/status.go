@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eventagg/eventagg"
@@ -88,23 +89,21 @@ type ingestSample struct {
 // ingestRing keeps the last statusSamples samples of the received counter,
 // at least statusSampleEvery apart. Its zero value is empty.
 type ingestRing struct {
+	on  atomic.Bool  // the page has been asked for: sample from now on
+	due atomic.Int64 // when the next sample may be taken, in Unix nanoseconds
+
 	mu   sync.Mutex
 	buf  [statusSamples]ingestSample
-	next int       // where the next sample goes
-	n    int       // samples held
-	due  time.Time // when the next sample may be taken
+	next int // where the next sample goes
+	n    int // samples held
 }
 
 // claim reports whether a sample is due at now, and if so makes the next
-// one due statusSampleEvery later.
+// one due statusSampleEvery later. It takes no lock: ServeHTTP calls it
+// after every request.
 func (r *ingestRing) claim(now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now.Before(r.due) {
-		return false
-	}
-	r.due = now.Add(statusSampleEvery)
-	return true
+	due := r.due.Load()
+	return now.UnixNano() >= due && r.due.CompareAndSwap(due, now.Add(statusSampleEvery).UnixNano())
 }
 
 // add keeps s, unless it is older than the last sample kept.
@@ -131,14 +130,16 @@ func (r *ingestRing) samples() []ingestSample {
 }
 
 // sampleIngest samples the received counter for the status page's chart
-// when a sample is due: ServeHTTP calls it after each request, so the
-// Handler samples at most every statusSampleEvery while it serves requests,
-// and runs nothing while it serves none (no goroutine outlives the read).
-// The chart shows a time without samples as one interval at its average
-// rate, which is exact for the events counted over it. A store that fails
-// leaves a gap.
+// when a sample is due. ServeHTTP calls it after each request, and it
+// samples once the page has been asked for, at most every
+// statusSampleEvery: a Handler whose page no one opens reads nothing more
+// than its requests do, and one that serves no requests reads nothing. The
+// chart shows a time without samples as one interval at its average rate,
+// which is exact for the events counted over it. The goroutine of a sample
+// ends with its read, within statusSampleEvery; a store that fails leaves
+// a gap.
 func (h *Handler) sampleIngest() {
-	if !h.ingest.claim(h.opts.Now()) {
+	if !h.ingest.on.Load() || !h.ingest.claim(h.opts.Now()) {
 		return
 	}
 	go func() {
@@ -225,6 +226,7 @@ func (h *Handler) statusPage(w http.ResponseWriter, r *http.Request) bool {
 		h.writeError(w, r, err)
 		return true
 	}
+	h.ingest.on.Store(true)
 	d := h.statusData(r.Context())
 	var buf bytes.Buffer
 	if err := statusTemplate.Execute(&buf, d); err != nil { // a bug

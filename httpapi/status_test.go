@@ -134,18 +134,27 @@ func TestStatusPageEscapesClientData(t *testing.T) {
 	}
 }
 
-// statsLimits is a Backend that records the topics_limit of every QueryStats.
+// statsLimits is a Backend that counts the calls of QueryStats and records
+// the largest topics_limit asked for.
 type statsLimits struct {
 	httpapi.Backend
-	mu  sync.Mutex
-	max int
+	mu    sync.Mutex
+	max   int
+	calls int
 }
 
 func (b *statsLimits) QueryStats(ctx context.Context, q eventagg.StatsQuery) (eventagg.Stats, error) {
 	b.mu.Lock()
 	b.max = max(b.max, q.TopicsLimit)
+	b.calls++
 	b.mu.Unlock()
 	return b.Backend.QueryStats(ctx, q)
+}
+
+func (b *statsLimits) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.calls
 }
 
 var topicRowRE = regexp.MustCompile(`<tr><td class="name">([^<]*)</td><td>([0-9,]+)</td>`)
@@ -375,6 +384,47 @@ func TestStatusPageIngestChart(t *testing.T) {
 		bars = barRE.FindAllSubmatch(body, -1)
 		if len(bars) != 1 || string(bars[0][1]) != "0.00" || !strings.Contains(string(body), `id="chart-span">1h0m0s<`) {
 			t.Errorf("after an idle hour the chart has %q; want one bar of 0.00/s over 1h0m0s", bars)
+		}
+	})
+}
+
+// TestStatusPageSamplesOnceViewed: a Handler reads the counters for the
+// chart only once its page has been asked for, then at most every 10 s,
+// after a request.
+func TestStatusPageSamplesOnceViewed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newServer(t, nil, nil, nil)
+		b := &statsLimits{Backend: s.agg}
+		s.h = httpapi.NewHandler(b, nil)
+		publish := func(id string) {
+			t.Helper()
+			if resp := s.do(t, "POST", "/publish", `{"topic":"t","event_id":"`+id+`"}`); resp.status != 200 {
+				t.Fatalf("publish = %d %s", resp.status, resp.body)
+			}
+			synctest.Wait()
+		}
+		for i := range 5 {
+			publish("before" + strconv.Itoa(i))
+			time.Sleep(10 * time.Second)
+		}
+		if n := b.count(); n != 0 {
+			t.Errorf("before the page was asked for, the Handler read the counters %d times", n)
+		}
+		s.page(t)
+		synctest.Wait()
+		if n := b.count(); n != 2 {
+			t.Errorf("after the page, %d reads of the counters; want 2 (the page's, the first sample)", n)
+		}
+		publish("soon")
+		time.Sleep(9 * time.Second)
+		publish("still soon")
+		if n := b.count(); n != 2 {
+			t.Errorf("within 10 s of a sample, %d reads of the counters; want no new sample", n)
+		}
+		time.Sleep(time.Second)
+		publish("due")
+		if n := b.count(); n != 3 {
+			t.Errorf("10 s after a sample, %d reads of the counters; want a new sample", n)
 		}
 	})
 }
