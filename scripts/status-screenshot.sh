@@ -17,6 +17,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
 go build -o "$dir/eventagg" ./cmd/eventagg
 "$dir/eventagg" -addr 127.0.0.1:$port -db "$dir/events.db" 2>/dev/null &
 until curl -sf -o /dev/null $url/health; do sleep 0.1; done
+# The page's first view starts the samples of its ingest chart.
+curl -sf -o /dev/null -H 'Accept: text/html' $url/
 
 publish() { curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary @- $url/publish; }
 
