@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
@@ -310,6 +312,14 @@ func TestStatusPageWhenTheStoreFails(t *testing.T) {
 			t.Errorf("GET / over a failing store = %d:\n%s\nwant the page, saying the counters and tail are unavailable, hiding the store's error", resp.status, body)
 		}
 	})
+	t.Run("NoTail", func(t *testing.T) {
+		s := newServer(t, nil, nil, nil)
+		s.h = httpapi.NewHandler(notTailer{s.agg}, nil)
+		resp := s.page(t)
+		if body := string(resp.body); resp.status != 200 || !strings.Contains(body, `data-error="this server cannot follow events: its backend has no Tail"`) {
+			t.Errorf("GET / over a backend without Tail = %d:\n%s\nwant the page with the tail off, saying why", resp.status, body)
+		}
+	})
 	t.Run("Closed", func(t *testing.T) {
 		s := newServer(t, nil, nil, nil)
 		s.store.Close()
@@ -427,4 +437,28 @@ func TestStatusPageSamplesOnceViewed(t *testing.T) {
 			t.Errorf("10 s after a sample, %d reads of the counters; want a new sample", n)
 		}
 	})
+}
+
+// TestStatusPageUnderAPrefix serves the page where the Handler is mounted,
+// with links and the tail's stream relative to it.
+func TestStatusPageUnderAPrefix(t *testing.T) {
+	s := newServer(t, nil, nil, nil)
+	mux := http.NewServeMux()
+	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", s.h))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/eventagg/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", browserAccept)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `<a href="stats">`) || !strings.Contains(string(body), `new EventSource("events?follow=true`) {
+		t.Errorf("GET /eventagg/ = %d; want the page, its links and stream relative:\n%s", resp.StatusCode, body)
+	}
 }
