@@ -68,6 +68,15 @@
 //     as [OpenAPI] returns it: every parameter, body, status, header and
 //     error code. The package's tests check every exchange of their
 //     handler against it, so it follows the code.
+//   - GET / from a browser (an Accept header that asks for text/html at
+//     least as much as for JSON): an HTML status page, rendered on the
+//     server: the counters of GET /stats, the 20 largest topics (of the first
+//     [DefaultStatsTopics] by name), the ingest rate of the last 15 minutes
+//     (once the page has been asked for, the Handler samples the received
+//     counter after requests, at most every 10 s), the queue depth and the
+//     store's health; its inline script
+//     adds a live tail of GET /events?follow=true. Other requests for / get
+//     the 404 of unknown paths.
 //
 // Query strings are read strictly: one that does not parse (a bad %XX
 // escape, a ';'), a parameter an endpoint does not take, or one given twice
@@ -106,10 +115,10 @@
 // # Access control
 //
 // With [Options].Token set, POST /publish requires "Authorization: Bearer
-// <token>", and with [Options].TokenReads so do GET /events, /stats and
-// /metrics; GET /health and GET /openapi.json never do. A request without the right token gets
-// 401 with WWW-Authenticate: Bearer realm="eventagg". [ClientOptions].Token
-// sends it.
+// <token>", and with [Options].TokenReads so do GET /events, /stats,
+// /metrics and the status page; GET /health and GET /openapi.json never
+// do. A request without the right token gets 401 with WWW-Authenticate:
+// Bearer realm="eventagg". [ClientOptions].Token sends it.
 //
 // # Client
 //

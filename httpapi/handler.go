@@ -64,9 +64,9 @@ type Options struct {
 	// a request without "Authorization: Bearer <Token>" gets 401 with a
 	// WWW-Authenticate challenge. Tokens are compared in constant time.
 	Token string
-	// TokenReads, with Token, requires the token for GET /events, /stats
-	// and /metrics as well. GET /health and GET /openapi.json never
-	// require it.
+	// TokenReads, with Token, requires the token for GET /events, /stats,
+	// /metrics and the status page (GET / for browsers) as well. GET /health
+	// and GET /openapi.json never require it.
 	TokenReads bool
 	// MaxFollowers bounds the GET /events?follow=true streams served at
 	// once; above it a follow gets 503 with Retry-After. Default
@@ -118,6 +118,7 @@ type Backend interface {
 //	GET  /health    {"status":"healthy"} or 503
 //	GET  /metrics   Prometheus text format
 //	GET  /openapi.json  the OpenAPI 3.1 description of all these (see [OpenAPI])
+//	GET  /          a status page for browsers: requests that accept text/html
 //
 // Every error answer is an [ErrorResponse]: JSON with an "error" message and
 // a machine-readable "code" (the Code constants). A Handler is safe for
@@ -137,6 +138,8 @@ type Handler struct {
 	followers  chan struct{}   // one per follow stream under way
 	followsCtx context.Context // ends at CloseFollows
 	endFollows context.CancelFunc
+
+	ingest ingestRing // samples of the received counter, for the status page
 }
 
 // NewHandler returns a Handler serving agg, usually an [*eventagg.Aggregator].
@@ -185,6 +188,9 @@ func NewHandler(agg Backend, opts *Options) *Handler {
 	h.route("/metrics", "metrics", h.serveMetrics, http.MethodGet, http.MethodHead)
 	h.route("/openapi.json", "openapi", h.serveOpenAPI, http.MethodGet, http.MethodHead)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && h.statusPage(w, r) {
+			return
+		}
 		p := mountPrefix(r)
 		h.writeError(w, r, &requestError{status: http.StatusNotFound, index: -1,
 			msg: fmt.Sprintf("no such endpoint: %s (try POST %s/publish, GET %[2]s/events, %[2]s/stats, %[2]s/health, %[2]s/metrics or %[2]s/openapi.json)", p+r.URL.Path, p)})
@@ -246,6 +252,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	}()
 	h.mux.ServeHTTP(rec, r)
+	h.sampleIngest()
 }
 
 // recorder remembers what a handler answered, for the access log and
@@ -576,17 +583,23 @@ func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := h.agg.Ping(ctx); err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "health check failed", slog.Any("error", err))
-		body := HealthResponse{Status: "unhealthy", Code: CodeStoreUnavailable, Error: "store unavailable"}
-		switch {
-		case errors.Is(err, eventagg.ErrClosed):
-			body.Code, body.Error = CodeShuttingDown, "shutting down"
-		case errors.Is(err, eventagg.ErrDamaged):
-			body.Code, body.Error = CodeStoreDamaged, "store damaged: writes are refused until it is repaired and reopened (see the server log)"
-		}
-		writeJSON(w, http.StatusServiceUnavailable, body)
+		writeJSON(w, http.StatusServiceUnavailable, healthResponse(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, HealthResponse{Status: "healthy"})
+}
+
+// healthResponse returns what GET /health answers when the backend's Ping
+// returned err, never nil: why it is unhealthy, without the store's error.
+func healthResponse(err error) HealthResponse {
+	body := HealthResponse{Status: "unhealthy", Code: CodeStoreUnavailable, Error: "store unavailable"}
+	switch {
+	case errors.Is(err, eventagg.ErrClosed):
+		body.Code, body.Error = CodeShuttingDown, "shutting down"
+	case errors.Is(err, eventagg.ErrDamaged):
+		body.Code, body.Error = CodeStoreDamaged, "store damaged: writes are refused until it is repaired and reopened (see the server log)"
+	}
+	return body
 }
 
 func (h *Handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
