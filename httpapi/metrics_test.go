@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -114,5 +115,78 @@ func TestMetricsExposition(t *testing.T) {
 				t.Errorf("GET /metrics mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestHandlerMetrics reads the structured view that GET /metrics is
+// written from: every name has the eventagg_ prefix and one of the three
+// types, counters and gauges have samples and the histogram has its
+// buckets; without the store's totals, the error says so and the event
+// counters are left out.
+func TestHandlerMetrics(t *testing.T) {
+	s := metricsServer(t, nil)
+	ms, err := s.h.Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := make(map[string]httpapi.Metric)
+	for _, m := range ms {
+		if !strings.HasPrefix(m.Name, "eventagg_") || m.Help == "" {
+			t.Errorf("metric %q (help %q): want the eventagg_ prefix and a help", m.Name, m.Help)
+		}
+		if _, dup := byName[m.Name]; dup {
+			t.Errorf("metric %s given twice", m.Name)
+		}
+		byName[m.Name] = m
+		switch m.Type {
+		case httpapi.MetricCounter, httpapi.MetricGauge:
+			if m.Histogram != nil || (len(m.Samples) == 0 && m.Name != "eventagg_http_requests_total") {
+				t.Errorf("%s %s = %+v: want samples and no histogram", m.Type, m.Name, m)
+			}
+		case httpapi.MetricHistogram:
+			if m.Histogram == nil || len(m.Samples) != 0 {
+				t.Errorf("histogram %s = %+v", m.Name, m)
+			}
+		default:
+			t.Errorf("metric %s has type %q", m.Name, m.Type)
+		}
+	}
+	if got := byName["eventagg_events_unique_total"].Samples; len(got) != 1 || got[0].Value != 3 {
+		t.Errorf("eventagg_events_unique_total = %+v, want 3", got)
+	}
+	wantRequests := []httpapi.Sample{
+		{Labels: []httpapi.Label{{"handler", "other"}, {"code", "404"}}, Value: 1},
+		{Labels: []httpapi.Label{{"handler", "publish"}, {"code", "200"}}, Value: 3},
+		{Labels: []httpapi.Label{{"handler", "publish"}, {"code", "400"}}, Value: 1},
+		{Labels: []httpapi.Label{{"handler", "publish"}, {"code", "413"}}, Value: 1},
+		{Labels: []httpapi.Label{{"handler", "stats"}, {"code", "200"}}, Value: 1},
+		{Labels: []httpapi.Label{{"handler", "stats"}, {"code", "405"}}, Value: 1},
+	}
+	if diff := cmp.Diff(wantRequests, byName["eventagg_http_requests_total"].Samples); diff != "" {
+		t.Errorf("eventagg_http_requests_total mismatch (-want +got):\n%s", diff)
+	}
+	// Five publishes that took 2, 4, 6, 8 and 10 ms by the step clock.
+	hist := byName["eventagg_publish_duration_seconds"].Histogram
+	if hist == nil || hist.Count != 5 || len(hist.Buckets) == 0 || hist.Buckets[len(hist.Buckets)-1].Count != 5 {
+		t.Fatalf("eventagg_publish_duration_seconds = %+v, want 5 observations", hist)
+	}
+	for i := 1; i < len(hist.Buckets); i++ {
+		if b, prev := hist.Buckets[i], hist.Buckets[i-1]; b.UpperBound <= prev.UpperBound || b.Count < prev.Count {
+			t.Errorf("bucket %d %+v after %+v: want ascending bounds and cumulative counts", i, b, prev)
+		}
+	}
+
+	failing := metricsServer(t, readFailStore{eventagg.NewMemoryStore()})
+	ms, err = failing.h.Metrics(t.Context())
+	if !errors.Is(err, eventagg.ErrStore) {
+		t.Errorf("Metrics() of a failing store: error %v, want one matching eventagg.ErrStore", err)
+	}
+	for _, m := range ms {
+		if strings.HasPrefix(m.Name, "eventagg_events_") || strings.HasPrefix(m.Name, "eventagg_claims_") {
+			t.Errorf("Metrics() of a failing store holds %s", m.Name)
+		}
+	}
+	if len(ms) == 0 {
+		t.Error("Metrics() of a failing store returned nothing; want what the handler counts itself")
 	}
 }
