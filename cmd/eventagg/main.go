@@ -65,6 +65,9 @@ import (
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/httpapi"
 	"github.com/eventagg/eventagg/postgres"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/common/expfmt"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -411,7 +414,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		TokenReads:          cfg.tokenReads,
 	})
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           withRuntimeMetrics(handler, runtimeRegistry(), log),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: cfg.readHeader,
 		ReadTimeout:       cfg.readTimeout,
@@ -471,6 +474,58 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	log.Info("queue drained")
 	return serveErr
 }
+
+// runtimeRegistry returns a registry of the Go runtime's metrics (go_*)
+// and the process's (process_*).
+func runtimeRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// withRuntimeMetrics serves h, and appends to every GET /metrics that h
+// answers with 200 the metrics gathered from runtime, in the same text
+// format. The eventagg_ series stay as h wrote them, and what h refuses
+// (401 under -token-reads, 405, a bad query) gets nothing more.
+func withRuntimeMetrics(h http.Handler, runtime prometheus.Gatherer, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		if sw.status != 0 && sw.status != http.StatusOK {
+			return
+		}
+		mfs, err := runtime.Gather()
+		if err != nil { // what could be gathered is still served
+			log.LogAttrs(r.Context(), slog.LevelWarn, "gathering the runtime metrics", slog.Any("error", err))
+		}
+		for _, mf := range mfs {
+			if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
+				return // the client went away
+			}
+		}
+	})
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets [http.ResponseController] reach the connection, for the
+// write deadlines of the handler.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // isPostgres reports whether -db names a PostgreSQL database rather than a SQLite file.
 func isPostgres(db string) bool {
