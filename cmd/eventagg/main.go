@@ -110,6 +110,14 @@ type usageError struct{ error }
 
 func (u usageError) Unwrap() error { return u.error }
 
+// The flags that apply to one store only: their help starts with "SQLite
+// only:" or "PostgreSQL only:", and given with the other store (-db), on
+// the command line or in the environment, they are refused.
+var (
+	sqliteOnlyFlags   = []string{"sync", "max-db-size", "busy-timeout"}
+	postgresOnlyFlags = []string{"db-schema", "db-pool-size", "db-connect-timeout", "db-write-timeout"}
+)
+
 // config is what the flags and environment set.
 type config struct {
 	addr            string
@@ -185,7 +193,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.BoolVar(&c.healthcheck, "healthcheck", false, "check the health of the server at -addr and exit 0 if healthy")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: eventagg [flags]\n\nServes the eventagg HTTP API. Each flag also reads EVENTAGG_<NAME> from the environment\n(for example -max-body reads EVENTAGG_MAX_BODY); a flag given on the command line wins.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: eventagg [flags]\n\nServes the eventagg HTTP API. Each flag also reads EVENTAGG_<NAME> from the environment\n(for example -max-body reads EVENTAGG_MAX_BODY); a flag given on the command line wins.\n"+
+			"-db chooses the store, SQLite or PostgreSQL: the flags marked \"SQLite only\" or\n\"PostgreSQL only\" are refused with the other.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -221,16 +230,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		return out
 	}
-	if isPostgres(c.db) {
-		if flags := given("sync", "max-db-size", "busy-timeout"); len(flags) > 0 {
-			return nil, usageError{fmt.Errorf("%s apply to SQLite only, and -db names a PostgreSQL database: remove them (durability is PostgreSQL's synchronous_commit)", strings.Join(flags, ", "))}
-		}
-	} else if flags := given("db-schema", "db-pool-size", "db-connect-timeout", "db-write-timeout"); len(flags) > 0 {
-		verb, them := "applies", "it"
+	verb := func(flags []string) (string, string) {
 		if len(flags) > 1 {
-			verb, them = "apply", "them"
+			return "apply", "them"
 		}
-		return nil, usageError{fmt.Errorf("%s %s to PostgreSQL only, and -db names a SQLite file: remove %s", strings.Join(flags, ", "), verb, them)}
+		return "applies", "it"
+	}
+	if isPostgres(c.db) {
+		if flags := given(sqliteOnlyFlags...); len(flags) > 0 {
+			applies, them := verb(flags)
+			return nil, usageError{fmt.Errorf("%s %s to SQLite only, and -db names a PostgreSQL database: remove %s (durability is PostgreSQL's synchronous_commit)", strings.Join(flags, ", "), applies, them)}
+		}
+	} else if flags := given(postgresOnlyFlags...); len(flags) > 0 {
+		applies, them := verb(flags)
+		return nil, usageError{fmt.Errorf("%s %s to PostgreSQL only, and -db names a SQLite file: remove %s", strings.Join(flags, ", "), applies, them)}
 	}
 	switch {
 	case c.logFormat != "text" && c.logFormat != "json":
