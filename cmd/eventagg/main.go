@@ -34,6 +34,9 @@
 // 0 if it is healthy, 1 if not: the container's HEALTHCHECK uses it. With
 // -tls-cert it speaks TLS and trusts exactly that certificate.
 //
+// GET /metrics serves the handler's exposition, then the Go runtime's and
+// the process's metrics (go_*, process_*).
+//
 // With -token, -token-file or EVENTAGG_TOKEN, POST /publish needs the bearer
 // token, and with -token-reads so do the reads but /health. With -tls-cert
 // and -tls-key it serves HTTPS only.
