@@ -607,13 +607,11 @@ func (h *Handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	// The totals only. Without them (the store fails) the rest is still
-	// served: the store's own metrics say what is wrong.
-	var stp *eventagg.Stats
-	st, err := h.agg.QueryStats(r.Context(), eventagg.StatsQuery{})
+	// Without the totals (the store fails) the rest is still served: the
+	// store's own metrics say what is wrong.
+	ms, err := h.Metrics(r.Context())
 	switch {
 	case err == nil:
-		stp = &st
 	case r.Context().Err() != nil:
 		h.writeError(w, r, err)
 		return
@@ -621,7 +619,7 @@ func (h *Handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "metrics without the event counters: the store fails", slog.Any("error", err))
 	}
 	var buf bytes.Buffer
-	h.metrics.write(&buf, stp, h.agg.QueueLen(), h.uptime(), h.agg.StoreMetrics())
+	writeMetrics(&buf, ms)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write(buf.Bytes())
 }

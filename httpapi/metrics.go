@@ -1,18 +1,71 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/eventagg/eventagg"
 )
+
+// MetricType is the type of a [Metric], as the Prometheus text format names it.
+type MetricType string
+
+// The types of a [Metric].
+const (
+	MetricCounter   MetricType = "counter"   // only grows (until the process or the store restarts)
+	MetricGauge     MetricType = "gauge"     // goes up and down
+	MetricHistogram MetricType = "histogram" // observations counted in buckets: see [HistogramValue]
+)
+
+// Metric is one metric family of GET /metrics: a name with the eventagg_
+// prefix, its help and type, and its values. A counter or gauge has
+// Samples; a histogram has Histogram instead.
+type Metric struct {
+	Name string
+	Help string
+	Type MetricType
+	// Samples are the values of a counter or gauge: one without labels,
+	// or one per set of label values (eventagg_http_requests_total has one
+	// per handler and status code), in the order GET /metrics writes them.
+	Samples []Sample
+	// Histogram is the value of a histogram; nil for other types.
+	Histogram *HistogramValue
+}
+
+// Sample is one value of a [Metric], with its labels (none for most).
+type Sample struct {
+	Labels []Label // in the order GET /metrics writes them
+	Value  float64
+}
+
+// Label is a label's name and value, such as handler="publish".
+type Label struct{ Name, Value string }
+
+// HistogramValue is the value of a histogram [Metric], as Prometheus
+// defines one: cumulative bucket counts, the count and the sum of the
+// observations.
+type HistogramValue struct {
+	// Buckets have ascending upper bounds; the last bucket, +Inf, is
+	// not among them: its count is Count.
+	Buckets []Bucket
+	Count   uint64
+	Sum     float64
+}
+
+// Bucket is one bucket of a [HistogramValue].
+type Bucket struct {
+	UpperBound float64
+	Count      uint64 // observations at most UpperBound: cumulative
+}
 
 // latencyBuckets are the upper bounds, in seconds, of the publish latency histogram.
 var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
@@ -55,30 +108,55 @@ func (m *metrics) publishLatency(d time.Duration) {
 	m.mu.Unlock()
 }
 
-// write writes the Prometheus text exposition format (version 0.0.4).
-// The event counters come from st; they are left out when st is nil (the
-// store could not be read), rather than reported as zero.
-func (m *metrics) write(w io.Writer, st *eventagg.Stats, queue int, uptime time.Duration, store []eventagg.StoreMetric) {
-	p := &promWriter{w: w}
+// Metrics returns what GET /metrics serves, in the order it serves it: the
+// event and claim counters read from the store, what this Handler counted
+// itself (rejected publishes, follow streams, requests by handler and
+// status code, the publish latency histogram), the queue depth, the uptime
+// and the store's own metrics ([eventagg.MetricsReporter]). Every name
+// starts with eventagg_. Each call reads the store's totals (one query);
+// package promcollector calls it on each scrape to join a host's
+// Prometheus registry.
+//
+// If the store's totals cannot be read, Metrics returns the rest, without
+// the event and claim counters (rather than zeros that would read as a
+// reset), and the store's error, which matches [eventagg.ErrStore], or the
+// context's error if ctx ended. GET /metrics then serves the rest and logs
+// the error.
+func (h *Handler) Metrics(ctx context.Context) ([]Metric, error) {
+	var stp *eventagg.Stats
+	st, err := h.agg.QueryStats(ctx, eventagg.StatsQuery{})
+	if err == nil {
+		stp = &st
+	}
+	return h.metrics.snapshot(stp, h.agg.QueueLen(), h.uptime(), h.agg.StoreMetrics()), err
+}
+
+// snapshot gathers the metrics. The event counters come from st; they are
+// left out when st is nil (the store could not be read).
+func (m *metrics) snapshot(st *eventagg.Stats, queue int, uptime time.Duration, store []eventagg.StoreMetric) []Metric {
+	var out []Metric
+	one := func(name string, typ MetricType, help string, v float64) {
+		out = append(out, Metric{Name: name, Help: help, Type: typ, Samples: []Sample{{Value: v}}})
+	}
 	if st != nil {
-		p.metric("eventagg_events_received_total", "counter", "Events offered in accepted batches.", float64(st.Received))
-		p.metric("eventagg_events_unique_total", "counter", "Events stored.", float64(st.UniqueProcessed))
-		p.metric("eventagg_events_duplicate_total", "counter", "Events dropped as duplicates, conflicts included.", float64(st.DuplicateDropped))
-		p.metric("eventagg_events_conflict_total", "counter", "Duplicates dropped whose payload differed from the stored copy's.", float64(st.Conflicts))
-		p.metric("eventagg_events_stored", "gauge", "Events in the store now.", float64(st.Stored))
-		p.metric("eventagg_events_expired_total", "counter", "Events removed by retention.", float64(st.Expired))
-		p.metric("eventagg_topics", "gauge", "Topics that have received an event.", float64(st.TopicCount))
+		one("eventagg_events_received_total", MetricCounter, "Events offered in accepted batches.", float64(st.Received))
+		one("eventagg_events_unique_total", MetricCounter, "Events stored.", float64(st.UniqueProcessed))
+		one("eventagg_events_duplicate_total", MetricCounter, "Events dropped as duplicates, conflicts included.", float64(st.DuplicateDropped))
+		one("eventagg_events_conflict_total", MetricCounter, "Duplicates dropped whose payload differed from the stored copy's.", float64(st.Conflicts))
+		one("eventagg_events_stored", MetricGauge, "Events in the store now.", float64(st.Stored))
+		one("eventagg_events_expired_total", MetricCounter, "Events removed by retention.", float64(st.Expired))
+		one("eventagg_topics", MetricGauge, "Topics that have received an event.", float64(st.TopicCount))
 		if st.Claims != nil {
-			p.metric("eventagg_claims_active", "gauge", "Process-once claims held now, their lease running.", float64(st.Claims.Active))
-			p.metric("eventagg_claims_expired_total", "counter", "Process-once claims whose lease ran out before they were completed or released.", float64(st.Claims.Expired))
+			one("eventagg_claims_active", MetricGauge, "Process-once claims held now, their lease running.", float64(st.Claims.Active))
+			one("eventagg_claims_expired_total", MetricCounter, "Process-once claims whose lease ran out before they were completed or released.", float64(st.Claims.Expired))
 		}
 	}
-	p.metric("eventagg_publish_rejected_total", "counter", "Publish requests this process rejected as malformed, invalid, too large or conflicting.", float64(m.rejected.Load()))
-	p.metric("eventagg_followers", "gauge", "GET /events?follow=true streams under way.", float64(m.following.Load()))
-	p.metric("eventagg_queue_depth", "gauge", "Publish calls waiting for the writer.", float64(queue))
-	p.metric("eventagg_uptime_seconds", "gauge", "Seconds since the server started.", uptime.Seconds())
+	one("eventagg_publish_rejected_total", MetricCounter, "Publish requests this process rejected as malformed, invalid, too large or conflicting.", float64(m.rejected.Load()))
+	one("eventagg_followers", MetricGauge, "GET /events?follow=true streams under way.", float64(m.following.Load()))
+	one("eventagg_queue_depth", MetricGauge, "Publish calls waiting for the writer.", float64(queue))
+	one("eventagg_uptime_seconds", MetricGauge, "Seconds since the server started.", uptime.Seconds())
 	for _, sm := range store {
-		p.metric(sm.Name, sm.Type, sm.Help, sm.Value)
+		one(sm.Name, MetricType(sm.Type), sm.Help, sm.Value)
 	}
 
 	m.mu.Lock()
@@ -87,44 +165,71 @@ func (m *metrics) write(w io.Writer, st *eventagg.Stats, queue int, uptime time.
 	count, sum := m.count, m.sum
 	m.mu.Unlock()
 
-	p.header("eventagg_http_requests_total", "counter", "HTTP requests answered, by handler and status code.")
 	keys := slices.SortedFunc(maps.Keys(requests), func(a, b requestKey) int {
-		if a.handler != b.handler {
-			if a.handler < b.handler {
-				return -1
-			}
-			return 1
+		if c := strings.Compare(a.handler, b.handler); c != 0 {
+			return c
 		}
 		return a.code - b.code
 	})
+	byCode := Metric{Name: "eventagg_http_requests_total", Type: MetricCounter, Help: "HTTP requests answered, by handler and status code.",
+		Samples: make([]Sample, 0, len(keys))}
 	for _, k := range keys {
-		p.sample("eventagg_http_requests_total", `{handler="`+k.handler+`",code="`+strconv.Itoa(k.code)+`"}`, float64(requests[k]))
+		byCode.Samples = append(byCode.Samples, Sample{
+			Labels: []Label{{"handler", k.handler}, {"code", strconv.Itoa(k.code)}},
+			Value:  float64(requests[k]),
+		})
 	}
+	out = append(out, byCode)
 
-	p.header("eventagg_publish_duration_seconds", "histogram", "Time to answer POST /publish, from request to response.")
+	hist := &HistogramValue{Buckets: make([]Bucket, len(latencyBuckets)), Count: uint64(count), Sum: sum}
 	var cumulative int64
 	for i, le := range latencyBuckets {
 		cumulative += buckets[i]
-		p.sample("eventagg_publish_duration_seconds_bucket", `{le="`+formatFloat(le)+`"}`, float64(cumulative))
+		hist.Buckets[i] = Bucket{UpperBound: le, Count: uint64(cumulative)}
 	}
-	p.sample("eventagg_publish_duration_seconds_bucket", `{le="+Inf"}`, float64(count))
-	p.sample("eventagg_publish_duration_seconds_sum", "", sum)
-	p.sample("eventagg_publish_duration_seconds_count", "", float64(count))
+	return append(out, Metric{Name: "eventagg_publish_duration_seconds", Type: MetricHistogram,
+		Help: "Time to answer POST /publish, from request to response.", Histogram: hist})
 }
 
-type promWriter struct{ w io.Writer }
-
-func (p *promWriter) header(name, typ, help string) {
-	fmt.Fprintf(p.w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+// writeMetrics writes ms in the Prometheus text exposition format (version 0.0.4).
+func writeMetrics(w io.Writer, ms []Metric) {
+	for _, m := range ms {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.Name, m.Help, m.Name, m.Type)
+		for _, s := range m.Samples {
+			writeSample(w, m.Name, formatLabels(s.Labels), s.Value)
+		}
+		if h := m.Histogram; h != nil {
+			for _, b := range h.Buckets {
+				writeSample(w, m.Name+"_bucket", `{le="`+formatFloat(b.UpperBound)+`"}`, float64(b.Count))
+			}
+			writeSample(w, m.Name+"_bucket", `{le="+Inf"}`, float64(h.Count))
+			writeSample(w, m.Name+"_sum", "", h.Sum)
+			writeSample(w, m.Name+"_count", "", float64(h.Count))
+		}
+	}
 }
 
-func (p *promWriter) sample(name, labels string, v float64) {
-	fmt.Fprintf(p.w, "%s%s %s\n", name, labels, formatFloat(v))
+func writeSample(w io.Writer, name, labels string, v float64) {
+	fmt.Fprintf(w, "%s%s %s\n", name, labels, formatFloat(v))
 }
 
-func (p *promWriter) metric(name, typ, help string, v float64) {
-	p.header(name, typ, help)
-	p.sample(name, "", v)
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+// formatLabels writes labels as {name="value",...}.
+func formatLabels(labels []Label) string {
+	if len(labels) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range labels {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(l.Name + `="` + labelEscaper.Replace(l.Value) + `"`)
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 func formatFloat(v float64) string {

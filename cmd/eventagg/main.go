@@ -34,6 +34,9 @@
 // 0 if it is healthy, 1 if not: the container's HEALTHCHECK uses it. With
 // -tls-cert it speaks TLS and trusts exactly that certificate.
 //
+// GET /metrics serves the handler's exposition, then the Go runtime's and
+// the process's metrics (go_*, process_*).
+//
 // With -token, -token-file or EVENTAGG_TOKEN, POST /publish needs the bearer
 // token, and with -token-reads so do the reads but /health. With -tls-cert
 // and -tls-key it serves HTTPS only.
@@ -65,6 +68,9 @@ import (
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/httpapi"
 	"github.com/eventagg/eventagg/postgres"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/common/expfmt"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -106,6 +112,14 @@ func exitCode(err error) int {
 type usageError struct{ error }
 
 func (u usageError) Unwrap() error { return u.error }
+
+// The flags that apply to one store only: their help starts with "SQLite
+// only:" or "PostgreSQL only:", and given with the other store (-db), on
+// the command line or in the environment, they are refused.
+var (
+	sqliteOnlyFlags   = []string{"sync", "max-db-size", "busy-timeout"}
+	postgresOnlyFlags = []string{"db-schema", "db-pool-size", "db-connect-timeout", "db-write-timeout"}
+)
 
 // config is what the flags and environment set.
 type config struct {
@@ -182,7 +196,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.BoolVar(&c.healthcheck, "healthcheck", false, "check the health of the server at -addr and exit 0 if healthy")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: eventagg [flags]\n\nServes the eventagg HTTP API. Each flag also reads EVENTAGG_<NAME> from the environment\n(for example -max-body reads EVENTAGG_MAX_BODY); a flag given on the command line wins.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: eventagg [flags]\n\nServes the eventagg HTTP API. Each flag also reads EVENTAGG_<NAME> from the environment\n(for example -max-body reads EVENTAGG_MAX_BODY); a flag given on the command line wins.\n"+
+			"-db chooses the store, SQLite or PostgreSQL: the flags marked \"SQLite only\" or\n\"PostgreSQL only\" are refused with the other.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -218,16 +233,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		return out
 	}
-	if isPostgres(c.db) {
-		if flags := given("sync", "max-db-size", "busy-timeout"); len(flags) > 0 {
-			return nil, usageError{fmt.Errorf("%s apply to SQLite only, and -db names a PostgreSQL database: remove them (durability is PostgreSQL's synchronous_commit)", strings.Join(flags, ", "))}
-		}
-	} else if flags := given("db-schema", "db-pool-size", "db-connect-timeout", "db-write-timeout"); len(flags) > 0 {
-		verb, them := "applies", "it"
+	verb := func(flags []string) (string, string) {
 		if len(flags) > 1 {
-			verb, them = "apply", "them"
+			return "apply", "them"
 		}
-		return nil, usageError{fmt.Errorf("%s %s to PostgreSQL only, and -db names a SQLite file: remove %s", strings.Join(flags, ", "), verb, them)}
+		return "applies", "it"
+	}
+	if isPostgres(c.db) {
+		if flags := given(sqliteOnlyFlags...); len(flags) > 0 {
+			applies, them := verb(flags)
+			return nil, usageError{fmt.Errorf("%s %s to SQLite only, and -db names a PostgreSQL database: remove %s (durability is PostgreSQL's synchronous_commit)", strings.Join(flags, ", "), applies, them)}
+		}
+	} else if flags := given(postgresOnlyFlags...); len(flags) > 0 {
+		applies, them := verb(flags)
+		return nil, usageError{fmt.Errorf("%s %s to PostgreSQL only, and -db names a SQLite file: remove %s", strings.Join(flags, ", "), applies, them)}
 	}
 	switch {
 	case c.logFormat != "text" && c.logFormat != "json":
@@ -411,7 +430,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 		TokenReads:          cfg.tokenReads,
 	})
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           withRuntimeMetrics(handler, runtimeRegistry(), log),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: cfg.readHeader,
 		ReadTimeout:       cfg.readTimeout,
@@ -471,6 +490,58 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) (err error) {
 	log.Info("queue drained")
 	return serveErr
 }
+
+// runtimeRegistry returns a registry of the Go runtime's metrics (go_*)
+// and the process's (process_*).
+func runtimeRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// withRuntimeMetrics serves h, and appends to every GET /metrics that h
+// answers with 200 the metrics gathered from runtime, in the same text
+// format. The eventagg_ series stay as h wrote them, and what h refuses
+// (401 under -token-reads, 405, a bad query) gets nothing more.
+func withRuntimeMetrics(h http.Handler, runtime prometheus.Gatherer, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		if sw.status != 0 && sw.status != http.StatusOK {
+			return
+		}
+		mfs, err := runtime.Gather()
+		if err != nil { // what could be gathered is still served
+			log.LogAttrs(r.Context(), slog.LevelWarn, "gathering the runtime metrics", slog.Any("error", err))
+		}
+		for _, mf := range mfs {
+			if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
+				return // the client went away
+			}
+		}
+	})
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets [http.ResponseController] reach the connection, for the
+// write deadlines of the handler.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // isPostgres reports whether -db names a PostgreSQL database rather than a SQLite file.
 func isPostgres(db string) bool {

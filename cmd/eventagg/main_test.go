@@ -331,11 +331,11 @@ func TestParseConfig(t *testing.T) {
 		{"ZeroFollowers", []string{"-max-followers", "0"}, nil, nil, "-max-followers must be positive"},
 		{"ZeroWriteTimeout", []string{"-write-timeout", "0s"}, nil, nil, "must be positive"},
 		// Flags of the other store are refused, not silently ignored.
-		{"PostgresWithSync", []string{"-db", "postgres://h/db", "-sync", "off"}, nil, nil, "-sync apply to SQLite only"},
+		{"PostgresWithSync", []string{"-db", "postgres://h/db", "-sync", "off"}, nil, nil, "-sync applies to SQLite only"},
 		{"PostgresWithSQLiteFlags", []string{"-db", "postgres://h/db", "-max-db-size", "10", "-busy-timeout", "1s"}, nil, nil,
 			"-max-db-size, -busy-timeout apply to SQLite only"},
 		{"PostgresWithSyncFromEnv", nil, map[string]string{"EVENTAGG_DB": "postgresql://h/db", "EVENTAGG_SYNC": "full"}, nil,
-			"-sync apply to SQLite only"},
+			"-sync applies to SQLite only"},
 		{"PostgresWithSchema", []string{"-db", "postgres://h/db", "-db-schema", "x"}, nil,
 			func(c *config) bool { return c.dbSchema == "x" }, ""},
 		{"SQLiteWithSchema", []string{"-db-schema", "x"}, nil, nil, "-db-schema applies to PostgreSQL only"},
