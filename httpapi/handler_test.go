@@ -52,6 +52,13 @@ type response struct {
 
 func (s *server) do(t *testing.T, method, target, body string) response {
 	t.Helper()
+	return s.doWith(t, method, target, body, "Content-Type", "application/json")
+}
+
+// doWith is do with the request headers given as name, value, ... (and no
+// Content-Type unless one of them).
+func (s *server) doWith(t *testing.T, method, target, body string, header ...string) response {
+	t.Helper()
 	var rd *strings.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -62,7 +69,9 @@ func (s *server) do(t *testing.T, method, target, body string) response {
 	} else {
 		req = httptest.NewRequestWithContext(t.Context(), method, target, nil)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	rec := httptest.NewRecorder()
 	checkedHandler(t, s.h).ServeHTTP(rec, req) // and checked against openapi.json
 	return response{rec.Code, rec.Header(), rec.Body.Bytes()}

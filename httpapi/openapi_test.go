@@ -3,9 +3,9 @@ package httpapi_test
 // The OpenAPI document (openapi.json) is checked with kin-openapi, a
 // test-only dependency: the document is valid OpenAPI 3.1, and every request
 // that the handler tests send through their helpers (server.do,
-// server.doAuth, startHTTP, the in-process client transport), with its
-// answer, is checked against it by checkedHandler, so that the document
-// cannot drift from the code.
+// server.doWith, server.page, startHTTP, the in-process client transport),
+// with its answer, is checked against it by checkedHandler, so that the
+// document cannot drift from the code.
 
 import (
 	"bufio"
@@ -139,7 +139,8 @@ func strictify(ref *openapi3.SchemaRef, member bool, seen map[*openapi3.Schema]b
 //   - A request that the document rejects must not be answered 2xx.
 //   - A path the document does not list must be answered 404, and a
 //     method it does not list for the path 405 with the document's methods
-//     in Allow.
+//     in Allow, or 404 where the path item says so (x-other-methods: 404,
+//     the status page's /).
 //
 // It may be used from the handler's goroutines (an httptest.Server). An
 // exchange that ends after the test (a stream its client left open) is not
@@ -276,6 +277,12 @@ func (sp *spec) check(tb testing.TB, r *http.Request, body *teeBody, c *capture)
 		}
 		sp.checkComponent(tb, r, "NotFound", c)
 		return
+	case errors.Is(err, routers.ErrMethodNotAllowed) && otherMethods(sp.doc.Paths.Find(r.URL.Path)) == http.StatusNotFound:
+		if c.status != http.StatusNotFound {
+			tb.Errorf("openapi: %s: the document answers the path's other methods with 404, but the server answered %s", what, answer())
+		}
+		sp.checkComponent(tb, r, "NotFound", c)
+		return
 	case errors.Is(err, routers.ErrMethodNotAllowed):
 		if c.status != http.StatusMethodNotAllowed {
 			tb.Errorf("openapi: %s: the document has no such operation, but the server answered %s", what, answer())
@@ -404,11 +411,25 @@ func (sp *spec) checkEventStream(tb testing.TB, what string, stream []byte) {
 	}
 }
 
+// otherMethods returns the status that the path item says the methods it
+// does not list get (its x-other-methods), or 405, the default.
+func otherMethods(item *openapi3.PathItem) int {
+	if item != nil {
+		if v, ok := item.Extensions["x-other-methods"].(float64); ok {
+			return int(v)
+		}
+	}
+	return http.StatusMethodNotAllowed
+}
+
+// allMethods are the methods TestOpenAPIListsEveryRoute tries on every path.
+var allMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
 // methods returns the methods of a path item as the handler lists them in
 // Allow: in the order of the document's operations, GET, HEAD, POST.
 func methods(item *openapi3.PathItem) string {
 	var ms []string
-	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions} {
+	for _, m := range allMethods {
 		if item.GetOperation(m) != nil {
 			ms = append(ms, m)
 		}
@@ -439,8 +460,17 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 	}
 }
 
+// muxRoutes are the paths that handler.go registers with the mux itself
+// rather than with h.route, with the methods they serve: "/", where the
+// status page answers GET and HEAD for browsers (statusPage in status.go)
+// and the rest is the 404 of unknown paths. A path registered so that is
+// not here fails TestOpenAPIListsEveryRoute, which also tries every method
+// on every path, so that their methods cannot drift either.
+var muxRoutes = map[string]string{"/": "GET, HEAD"}
+
 // handlerRoutes returns the routes that NewHandler registers in
-// handler.go, read from its calls of h.route: path -> "GET, HEAD".
+// handler.go, read from its calls of h.route and, for the paths it gives
+// the mux itself, muxRoutes: path -> "GET, HEAD".
 func handlerRoutes(t *testing.T) map[string]string {
 	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), "handler.go", nil, 0)
@@ -454,6 +484,19 @@ func handlerRoutes(t *testing.T) map[string]string {
 			return true
 		}
 		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if ok && (sel.Sel.Name == "HandleFunc" || sel.Sel.Name == "Handle") && len(call.Args) > 0 {
+			// A path given to the mux directly; route's own call passes
+			// its parameter, not a literal.
+			if lit, ok := call.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				path, _ := strconv.Unquote(lit.Value)
+				ms, known := muxRoutes[path]
+				if !known {
+					t.Errorf("handler.go registers %s with the mux, not with h.route: describe it in openapi.json and add it to muxRoutes with its methods", path)
+				}
+				routes[path] = ms
+			}
+			return true
+		}
 		if !ok || sel.Sel.Name != "route" || len(call.Args) < 4 {
 			return true
 		}
@@ -481,8 +524,10 @@ func handlerRoutes(t *testing.T) map[string]string {
 
 // TestOpenAPIListsEveryRoute checks that the document lists exactly the
 // routes of handler.go, each with its methods, and that the handler serves
-// each operation of the document and answers 405 with the document's
-// methods to others.
+// each operation of the document and answers the other methods as the
+// document says: 405 with the document's methods in Allow, or the 404 of
+// x-other-methods. The requests accept HTML as a browser's do, so that /
+// answers with the status page.
 func TestOpenAPIListsEveryRoute(t *testing.T) {
 	sp := mustSpec(t)
 	documented := make(map[string]string)
@@ -494,14 +539,19 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 	}
 	s := newServer(t, nil, nil, nil)
 	for _, path := range slices.Sorted(maps.Keys(documented)) {
-		for _, m := range strings.Split(documented[path], ", ") {
-			if resp := s.do(t, m, path, ""); resp.status == http.StatusNotFound || resp.status == http.StatusMethodNotAllowed {
-				t.Errorf("%s %s = %d %s, but the document lists it", m, path, resp.status, resp.body)
+		item := sp.doc.Paths.Find(path)
+		for _, m := range allMethods {
+			// Checked by doWith against the operation, or against the
+			// answer the document gives to methods it does not list.
+			resp := s.doWith(t, m, path, "", "Accept", browserAccept, "Content-Type", "application/json")
+			switch {
+			case item.GetOperation(m) != nil:
+				if resp.status == http.StatusNotFound || resp.status == http.StatusMethodNotAllowed {
+					t.Errorf("%s %s = %d %s, but the document lists it", m, path, resp.status, resp.body)
+				}
+			case resp.status != otherMethods(item):
+				t.Errorf("%s %s = %d %s, want %d", m, path, resp.status, resp.body, otherMethods(item))
 			}
-		}
-		resp := s.do(t, http.MethodPatch, path, "") // checked by do against MethodNotAllowed
-		if resp.status != http.StatusMethodNotAllowed {
-			t.Errorf("PATCH %s = %d %s, want 405", path, resp.status, resp.body)
 		}
 	}
 }
@@ -628,6 +678,21 @@ func TestCheckedHandlerFindsDrift(t *testing.T) {
 		{"UnlistedPathAnswered", "GET", "/status.json", "", "no such path", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.Write([]byte(`{}`))
+		}},
+		{"StatusPageWithoutCSP", "GET", "/", "", "Content-Security-Policy", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("Referrer-Policy", "no-referrer")
+			w.Header().Set("Content-Length", "16")
+			w.Write([]byte("<!DOCTYPE html>\n"))
+		}},
+		{"StatusPageAnswers405", "POST", "/", "", "other methods with 404", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD")
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.WriteHeader(405)
+			w.Write([]byte(`{"error":"no","code":"method_not_allowed"}`))
 		}},
 		{"WrongAllow", "DELETE", "/stats", "", "Allow", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", "GET")

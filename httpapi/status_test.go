@@ -23,17 +23,11 @@ import (
 // browserAccept is the Accept header Chromium and Firefox send for a page.
 const browserAccept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
-// page asks s for GET / as a browser does, with extra headers (name, value).
+// page asks s for GET / as a browser does, with extra headers (name,
+// value), checked against openapi.json as server.do's requests are.
 func (s *server) page(t *testing.T, header ...string) response {
 	t.Helper()
-	req := httptest.NewRequestWithContext(t.Context(), "GET", "/", nil)
-	req.Header.Set("Accept", browserAccept)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	rec := httptest.NewRecorder()
-	s.h.ServeHTTP(rec, req)
-	return response{rec.Code, rec.Header(), rec.Body.Bytes()}
+	return s.doWith(t, "GET", "/", "", append([]string{"Accept", browserAccept}, header...)...)
 }
 
 var counterRE = regexp.MustCompile(`<dd id="([a-z_]+)" data-value="(-?\d+)">([0-9,]+)</dd>`)
@@ -247,13 +241,11 @@ func TestStatusPageOnlyForBrowsers(t *testing.T) {
 		{"GET", "/?x=1", browserAccept, 400, false},
 	}
 	for _, tt := range tests {
-		req := httptest.NewRequestWithContext(t.Context(), tt.method, tt.target, nil)
+		var header []string
 		if tt.accept != "" {
-			req.Header.Set("Accept", tt.accept)
+			header = []string{"Accept", tt.accept}
 		}
-		rec := httptest.NewRecorder()
-		s.h.ServeHTTP(rec, req)
-		resp := response{rec.Code, rec.Header(), rec.Body.Bytes()}
+		resp := s.doWith(t, tt.method, tt.target, "", header...) // checked against openapi.json
 		if resp.status != tt.status {
 			t.Errorf("%s %s (Accept %q) = %d %s; want %d", tt.method, tt.target, tt.accept, resp.status, resp.body, tt.status)
 			continue
@@ -444,7 +436,7 @@ func TestStatusPageSamplesOnceViewed(t *testing.T) {
 func TestStatusPageUnderAPrefix(t *testing.T) {
 	s := newServer(t, nil, nil, nil)
 	mux := http.NewServeMux()
-	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", s.h))
+	mux.Handle("/eventagg/", http.StripPrefix("/eventagg", checkedHandler(t, s.h)))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	req, err := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/eventagg/", nil)
