@@ -190,3 +190,42 @@ func TestHandlerMetrics(t *testing.T) {
 		t.Error("Metrics() of a failing store returned nothing; want what the handler counts itself")
 	}
 }
+
+// TestMetricsCountStatusPageAndOpenAPI: the status page's answers are
+// counted under handler="status" (a GET / that is not for the page is an
+// unknown path, "other"), and GET /openapi.json's under "openapi".
+func TestMetricsCountStatusPageAndOpenAPI(t *testing.T) {
+	s := newServer(t, nil, nil, &httpapi.Options{Token: "s3cret", TokenReads: true})
+	auth := "Bearer s3cret"
+	s.page(t, "Authorization", auth)                                                // status 200
+	s.doWith(t, "HEAD", "/", "", "Accept", browserAccept, "Authorization", auth)    // status 200
+	s.page(t)                                                                       // status 401
+	s.doWith(t, "GET", "/?x=1", "", "Accept", browserAccept, "Authorization", auth) // status 400
+	s.doWith(t, "GET", "/", "", "Accept", "application/json")                       // other 404
+	s.doWith(t, "POST", "/", "", "Accept", browserAccept)                           // other 404
+	s.do(t, "GET", "/openapi.json", "")                                             // openapi 200
+	s.do(t, "GET", "/openapi.json?x=1", "")                                         // openapi 400
+	s.do(t, "DELETE", "/openapi.json", "")                                          // openapi 405
+	ms, err := s.h.Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []httpapi.Sample
+	for _, m := range ms {
+		if m.Name == "eventagg_http_requests_total" {
+			got = m.Samples
+		}
+	}
+	want := []httpapi.Sample{
+		{Labels: []httpapi.Label{{"handler", "openapi"}, {"code", "200"}}, Value: 1},
+		{Labels: []httpapi.Label{{"handler", "openapi"}, {"code", "400"}}, Value: 1},
+		{Labels: []httpapi.Label{{"handler", "openapi"}, {"code", "405"}}, Value: 1},
+		{Labels: []httpapi.Label{{"handler", "other"}, {"code", "404"}}, Value: 2},
+		{Labels: []httpapi.Label{{"handler", "status"}, {"code", "200"}}, Value: 2},
+		{Labels: []httpapi.Label{{"handler", "status"}, {"code", "400"}}, Value: 1},
+		{Labels: []httpapi.Label{{"handler", "status"}, {"code", "401"}}, Value: 1},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("eventagg_http_requests_total mismatch (-want +got):\n%s", diff)
+	}
+}
