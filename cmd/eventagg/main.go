@@ -38,8 +38,10 @@
 // the process's metrics (go_*, process_*).
 //
 // With -token, -token-file or EVENTAGG_TOKEN, POST /publish needs the bearer
-// token, and with -token-reads so do the reads but /health. With -tls-cert
-// and -tls-key it serves HTTPS only.
+// token, and with -token-reads so do the reads (GET /events, /stats,
+// /metrics) and the status page (GET / for browsers); GET /health and
+// GET /openapi.json never do. With -tls-cert and -tls-key it serves HTTPS
+// only.
 package main
 
 import (
@@ -188,7 +190,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.maxFollowers, "max-followers", httpapi.DefaultMaxFollowers, "most GET /events?follow=true streams served at once (503 above)")
 	fs.StringVar(&c.token, "token", "", "bearer `token` that POST /publish requires (prefer -token-file or EVENTAGG_TOKEN: flags show in ps)")
 	fs.StringVar(&c.tokenFile, "token-file", "", "`file` holding the bearer token")
-	fs.BoolVar(&c.tokenReads, "token-reads", false, "require the token for GET /events, /stats and /metrics too (never /health)")
+	fs.BoolVar(&c.tokenReads, "token-reads", false, "require the token for GET /events, /stats, /metrics and the status page (GET /) too; /health and /openapi.json never need it")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate `file` (chain first to last): serve HTTPS; needs -tls-key")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` for -tls-cert")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")

@@ -66,7 +66,8 @@ func TestParseSecurityConfig(t *testing.T) {
 }
 
 // TestTokenProtectsServer runs the server with a token from a file: publishes
-// need it, reads need it with -token-reads, /health and -healthcheck never.
+// need it, reads and the status page need it with -token-reads, /health,
+// /openapi.json and -healthcheck never.
 func TestTokenProtectsServer(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
@@ -85,6 +86,9 @@ func TestTokenProtectsServer(t *testing.T) {
 		if authorization != "" {
 			req.Header.Set("Authorization", authorization)
 		}
+		if path == "/" { // as a browser asks for the status page
+			req.Header.Set("Accept", "text/html")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -102,9 +106,12 @@ func TestTokenProtectsServer(t *testing.T) {
 		{"GET", "/stats", "", 401},
 		{"GET", "/events", "Bearer " + token + "!", 401},
 		{"GET", "/metrics", "", 401},
+		{"GET", "/", "", 401},
 		{"GET", "/health", "", 200},
+		{"GET", "/openapi.json", "", 200},
 		{"POST", "/publish", "Bearer " + token, 200},
 		{"GET", "/stats", "Bearer " + token, 200},
+		{"GET", "/", "Bearer " + token, 200},
 	} {
 		status, header, body := call(tt.method, tt.path, tt.authorization)
 		if status != tt.status {
