@@ -59,11 +59,15 @@
 //     damaged (see [eventagg.ErrDamaged]) or the server is shutting down.
 //   - GET /metrics: Prometheus text format: event counters from the store
 //     (eventagg_events_received_total, _unique_total, _duplicate_total,
-//     _conflict_total; left out when the store cannot be read),
-//     rejected publish requests, requests by handler and code, a publish
-//     latency histogram, the queue depth, the number of topics, and the
-//     store's own metrics ([eventagg.MetricsReporter]: for SQLite, the size
-//     of the write-ahead log, checkpoints, failures, damage).
+//     _conflict_total; left out when the store cannot be read), claims,
+//     rejected publish requests, requests by handler (publish, events,
+//     stats, health, metrics, openapi, status for the status page, other)
+//     and code, a publish latency histogram, the queue depth, follow
+//     streams, the number of topics, the uptime, and the store's own
+//     metrics ([eventagg.MetricsReporter]: for SQLite, the size of the
+//     write-ahead log, checkpoints, failures, damage). [Handler.Metrics]
+//     returns the same as Go values; package promcollector serves them
+//     from a Prometheus registry.
 //   - GET /openapi.json: the OpenAPI 3.1 description of all of the above,
 //     as [OpenAPI] returns it: every parameter, body, status, header and
 //     error code. The package's tests check every exchange of their
@@ -81,8 +85,9 @@
 // Query strings are read strictly: one that does not parse (a bad %XX
 // escape, a ';'), a parameter an endpoint does not take, or one given twice
 // gets 400, rather than being read as no filter. Unknown paths get 404 and
-// wrong methods 405 with an Allow header; their messages name the path as
-// the client sent it, mount prefix included.
+// wrong methods 405 with an Allow header (on /, every request but a
+// browser's GET or HEAD gets the 404); their messages name the path as the
+// client sent it, mount prefix included.
 //
 // # Errors
 //
