@@ -16,7 +16,7 @@ import (
 // row's taken_over; the deletion of the row by Complete or Release adds
 // taken_over to the one row of claim_state, so that the claims taken over
 // are counted without a row that every Claim writes. No claim statement
-// takes the append lock but a Complete's, for its append: claims of
+// takes the append lock but a Complete's numbering: claims of
 // different keys never wait for each other, and those of one key wait
 // only for each other's row lock. The package documentation says more,
 // under Claims.
@@ -124,13 +124,14 @@ func (s *Store) Claim(ctx context.Context, key eventagg.Key, lease time.Duration
 }
 
 // Complete implements [eventagg.Claimer]: in one transaction, it deletes
-// c's claim if it still has c's token, and appends event as [Store.Append]
-// does (the append lock, the append statement, the notification of
-// followers), in one pipelined round trip after BEGIN; then it commits, and
-// returns once PostgreSQL acknowledged the commit. If c's claim is gone or
-// has another token, it rolls back and returns [eventagg.ErrClaimLost]. With
-// opts.RejectConflicts, a conflict rolls back too, leaving c held, and
-// Complete returns a [*eventagg.ConflictError].
+// c's claim if it still has c's token, and stores event as [Store.Append]
+// does on its two-statement path, in one pipelined round trip after BEGIN;
+// then it commits and numbers the event, as Append's second transaction
+// does, in a second round trip, and returns once PostgreSQL acknowledged
+// both commits. If c's claim is gone or has another token, it rolls back
+// and returns [eventagg.ErrClaimLost]. With opts.RejectConflicts, a
+// conflict rolls back too, leaving c held, and Complete returns a
+// [*eventagg.ConflictError].
 //
 // As with Append, if the connection fails or ctx ends while the commit is
 // in flight, Complete returns an error although the event may have been
@@ -144,37 +145,46 @@ func (s *Store) Complete(ctx context.Context, c eventagg.Claim, event eventagg.E
 	}
 	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return eventagg.Outcome{}, s.fail(ctx, err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) // no-op after Commit
+	defer conn.Release()
 	var (
 		q        pgx.Batch
 		ended    int64
 		events   = []eventagg.Event{event}
 		outcomes = make([]eventagg.Outcome, 1)
+		b        = newAppendBatch(events)
 	)
-	// The claim first, so that its row is held before, not after, the
-	// append lock is waited for. Pipelined with the append, which runs in
-	// vain (and is rolled back) when the claim was lost: that is rare, and
-	// waiting for the claim's answer first would cost every Complete a
-	// round trip.
+	// The claim first, so that its row is held before the event's key.
+	// Pipelined with the append, which runs in vain (and is rolled back)
+	// when the claim was lost: that is rare, and waiting for the claim's
+	// answer first would cost every Complete a round trip.
+	q.Queue("BEGIN")
 	q.Queue(s.endClaimSQL, c.Key.Topic, c.Key.EventID, c.Token).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&ended)
 	})
-	s.queueAppend(&q, events, opts, outcomes)
-	if err := tx.SendBatch(ctx, &q).Close(); err != nil {
-		return eventagg.Outcome{}, s.fail(ctx, err)
+	s.queueStore(&q, b, events, opts, outcomes)
+	if err := s.send(ctx, conn, &q); err != nil {
+		return eventagg.Outcome{}, err
 	}
 	if ended == 0 {
+		abort(ctx, conn)
 		return eventagg.Outcome{}, eventagg.ErrClaimLost
 	}
 	if err := rejected(events, outcomes, opts); err != nil {
+		abort(ctx, conn)
 		return eventagg.Outcome{}, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return eventagg.Outcome{}, s.fail(ctx, err)
+	q = pgx.Batch{}
+	q.Queue("COMMIT")
+	s.queueNumber(&q, b, outcomes)
+	if err := s.send(ctx, conn, &q); err != nil {
+		return eventagg.Outcome{}, err
+	}
+	if err := numbered(outcomes); err != nil {
+		return eventagg.Outcome{}, err
 	}
 	return outcomes[0], nil
 }

@@ -254,7 +254,7 @@ func TestClaimWhileCompleting(t *testing.T) {
 		o, err := a.Complete(ctx, held, e, eventagg.AppendOptions{})
 		completed <- result{o: o, err: err}
 	}()
-	awaitWaiting(t, dsn, "%INSERT INTO "+q+".events%")
+	awaitWaiting(t, dsn, "%INSERT INTO "+q+".counters%")
 	go func() {
 		cl, err := b.Claim(ctx, e.Key(), time.Minute, claimAt.Add(time.Second))
 		claimed <- result{cl: cl, err: err}

@@ -28,7 +28,7 @@
 // isolation level. Unless the DSN sets them, they are named "eventagg" in
 // pg_stat_activity (application_name), and ask the server to probe an idle
 // TCP connection after 30s, so that the server drops a vanished client, and
-// the lock an Append of it holds, within about a minute
+// the append lock it may hold, within about a minute
 // (tcp_keepalives_idle=30, tcp_keepalives_interval=10, tcp_keepalives_count=3).
 // Each attempt to open a connection gives up after the DSN's connect_timeout,
 // or 10s if it sets none. The database encoding must be UTF8.
@@ -42,6 +42,7 @@
 //	eventagg_schema   the schema version, one row
 //	events            seq, topic, event_id, ts, source, payload, phash, accepted
 //	events_seq        the sequence that numbers events
+//	events_pending    the sequence of the provisional numbers of events being numbered (see Append)
 //	counters          received, unique_processed, duplicate_dropped, conflicts, expired per (topic, shard)
 //	retention         payloads, keys: the prefixes of the events that have left, one row
 //	claims            topic, event_id, token, expires, taken_over: the claims held or lapsed (see Claims)
@@ -64,7 +65,8 @@
 // the schema name), so that replicas starting at once migrate it once. It
 // records the schema version and refuses a schema written by a newer
 // eventagg, or one holding an events, counters, events_seq, retention,
-// claims, claims_seq or claim_state relation but no eventagg version.
+// claims, claims_seq, claim_state or events_pending relation but no
+// eventagg version.
 // Other tables may share the schema.
 //
 // # Upgrading from schema version 1
@@ -114,29 +116,86 @@
 // their events are Done for the claims of the others; they hold no
 // claims themselves. Their Ping fails, naming the newer schema version.
 //
+// # Upgrading from schema version 4
+//
+// Schema version 5 lets Appends run in parallel (see Append). It adds the
+// sequence events_pending and the function append_race; nothing is
+// rewritten, and the upgrade waits for no query. Replicas of version 4
+// still running keep working alongside: they take the append lock for
+// their whole Append and number their events from events_seq under it, as
+// the numbering of this version does, so that Seqs stay in commit order;
+// their Ping fails, naming the newer schema version. While they run, an
+// Append of theirs that races an Append of this version on the same key
+// may fail with a unique violation (their insert has no ON CONFLICT);
+// resending it is safe. Upgrade every replica.
+//
 // # Append
 //
-// [Store.Append] costs one round trip and one transaction: it takes the
-// schema's advisory lock; then one statement reserves a block of sequence
-// numbers, looks up, in the unique index, the stored copy of each key of
-// the batch (arrays passed with unnest), compares its digest with the new
-// copy's, inserts the first copy of each new key with the batch's
-// acceptance time, adds to the counters, and
-// returns the outcome of each event that is not a duplicate; the
-// transaction commits. A later copy of a key within the batch
-// ([driver.FirstInBatch]) is compared with the first copy before the batch
-// is sent and, if it differs, with the stored copy too: only the payloads of
-// such copies travel besides those of the first copies. The statement runs
-// with its generic plan (plan_cache_mode is force_generic_plan for the
-// transaction), planned once per connection.
+// Appends from every replica run side by side: no lock is held across
+// an Append, deduplication stays exact (the unique index of the keys, with
+// INSERT ... ON CONFLICT DO NOTHING), and the counters exact (each Append
+// adds to one of a topic's counter shards). Their events become listable
+// in an order that never lets a reader skip one (see Listing order across
+// replicas). An Append is two transactions, pipelined in one round trip:
 //
-// A later copy of a stored key is an [eventagg.Duplicate] if its payload
-// has the stored copy's digest, and an [eventagg.Conflict] otherwise; the
-// stored copy stays as it is. So is a copy of a key kept after its event
-// left (see Retention); a copy of a key that left is stored as new. With [eventagg.AppendOptions].RejectConflicts,
-// a batch that holds a conflict stores and counts nothing: its transaction
-// commits having only used up sequence numbers, and Append returns an
-// [*eventagg.ConflictError] naming the first conflicting event.
+//  1. The first stores the batch. One statement tries the schema's append
+//     lock without waiting (pg_try_advisory_xact_lock). With it (an Append
+//     alone, or the first of several at once), the statement reserves a
+//     block of sequence numbers from events_seq, so that the events it
+//     stores get their final Seq, and the lock is held until the commit.
+//     Without it, they get a provisional, negative Seq: the negated next
+//     values of events_pending, in the order of the batch. The statement
+//     looks up, in the unique index, the stored copy of each key of the
+//     batch (arrays passed with unnest), compares its digest with the new
+//     copy's, inserts the first copy of each new key with the batch's
+//     acceptance time (in key order, so that two Appends waiting for each
+//     other's keys cannot wait in a cycle), adds to the counters, and
+//     returns the outcome of each event that is not a duplicate; the
+//     transaction commits.
+//  2. The second numbers the events stored with a provisional Seq. If the
+//     batch's keys hold such an event, it waits for the append lock, then
+//     gives those events, and every other event numbered provisionally
+//     since the last numbering of this replica (up to the 100,000 latest
+//     provisional numbers), their Seq from a block of events_seq, in the
+//     order of their provisional numbers, in one UPDATE; it notifies
+//     followers if it numbered any, and commits. Appends that committed
+//     while it waited find their events numbered, and commit nothing.
+//     Then, without the lock, it reads back the Seq of the batch's events.
+//
+// A key that another Append stored after the first statement's snapshot
+// was taken (the two inserting it at once) is not inserted (ON CONFLICT
+// waits for the other transaction, then skips the key), but was judged new:
+// the statement sees that it stored fewer events than it judged new, and
+// fails with SQLSTATE EA001 (append_race); the transaction is rolled back
+// and Append runs it again as two statements, the insert and then, with a
+// newer snapshot that holds the other Append's key, the judgement and the
+// counting. [eventagg.AppendOptions].RejectConflicts costs that path a
+// round trip, to roll back a batch holding a conflict.
+//
+// Every statement runs with its generic plan (plan_cache_mode is
+// force_generic_plan for the transaction), planned once per connection;
+// the numbering's is made with sequential scans, hash and merge joins and
+// jit off, so that it looks events up in their indexes however few the
+// table held when the plan was made.
+//
+// An Append that fails between its two transactions (its connection lost,
+// a crash of the database server) leaves events stored and counted, but
+// not yet listable. The next Append of one of their keys, a resend of the
+// batch for instance, numbers them; so do Open, and every Append at most
+// every 30s, which number every event left with a provisional Seq.
+//
+// A later copy of a key within the batch ([driver.FirstInBatch]) is
+// compared with the first copy before the batch is sent and, if it
+// differs, with the stored copy too, by its digest: only the first copies'
+// payloads travel. A later copy of a stored key is an [eventagg.Duplicate]
+// if its payload has the stored copy's digest, and an [eventagg.Conflict]
+// otherwise; the stored copy stays as it is. So is a copy of a key kept
+// after its event left (see Retention); a copy of a key that left is
+// stored as new. A stored copy without phash (stored before version 2) has
+// the digest of its payload computed with sha256(). With
+// [eventagg.AppendOptions].RejectConflicts, a batch that holds a conflict
+// stores and counts nothing, and Append returns an [*eventagg.ConflictError]
+// naming the first conflicting event.
 //
 // # Listing order across replicas
 //
@@ -145,26 +204,29 @@
 // order: had a transaction with Seq 10 still been running when one with Seq 11
 // committed, a reader could list 11, page on with After=11, and never see 10.
 //
-// The store rules this out: Append holds the schema's advisory lock from
-// before it reserves its sequence numbers until it commits, so transactions
-// commit in the order of their numbers. Hence Events lists a prefix of the
-// events in Seq order: once it yields an event with Seq s, every event with a
-// lower Seq that will ever be stored is already visible. A reader paging with
-// After sees every event exactly once, whichever replica stored it, and sees
-// an event as soon as Append returned.
+// The store rules this out: every Seq is given under the append lock,
+// which is held until the transaction that gave it commits. A lock holder
+// draws its numbers after every earlier holder committed, so Seqs commit
+// in their order. Provisional Seqs are negative and never listed. Hence
+// Events lists a prefix of the events in Seq order: once it yields an event
+// with Seq s, every event with a lower Seq that will ever be listed is
+// already visible. A reader paging with After sees every event exactly
+// once, whichever replica stored it, and sees an event as soon as Append
+// returned (TestListingUnderConcurrentWriters: four replicas, writers out
+// of step, a transaction held open).
 //
-// The cost is that Appends to one schema, from all replicas, run one at a
-// time from their lock to their commit. Each Aggregator merges concurrent
-// Publish calls into one Append (group commit), so under load batches grow
-// and a round of commits serves many callers; the ceiling is the rate at which
-// one PostgreSQL backend inserts rows. Readers take no lock and never wait for
-// writers. Appends hold a connection while they wait for the lock.
+// The lock is held for the whole first transaction of the Append that
+// got it without waiting, and for the short numbering transaction of the
+// others: the inserts, lookups and counting of the others run meanwhile
+// (TestAppendsOverlap). The cost of the parallel path is the numbering: an
+// UPDATE that writes each such event's row again, and a second commit.
+// Readers take no lock and never wait for writers.
 //
 // The other way, readers listing only events older than every running
-// transaction (pg_snapshot_xmin), lets writers run in parallel but makes
-// listings lag behind any long transaction in the cluster, not only eventagg's,
-// so an event could stay unlisted after Publish returned; it also needs the
-// sequence numbers drawn in transaction id order, which brings a lock back.
+// transaction (pg_snapshot_xmin) and paging on (transaction id, position),
+// needs no numbering, but makes listings lag behind any long transaction
+// in the cluster, not only eventagg's, so an event could stay unlisted
+// after Publish returned; and the cursor would no longer be a Seq.
 //
 // Sequence numbers have gaps: duplicates, rejected batches and failed Appends
 // use up numbers too, and events that left leave theirs unused. They never
@@ -179,10 +241,12 @@
 // holds in every row. Expire adds to expired in a row of its own per
 // topic, shard -1, which no Append touches, so that Appends and Expires
 // never wait for each other's counter rows. Stored is not kept: Stats
-// computes it as unique_processed - expired, and in the snapshot that one
-// query reads it equals the number of events a listing returns. Since the append lock already orders Appends,
-// sharding does not speed them up today; it keeps each topic's counters
-// from being one row rewritten by every Append of every replica.
+// computes it as unique_processed - expired: in the snapshot that one
+// query reads, the number of events a listing returns, and of those being
+// numbered (counted when their first transaction committed, listed once
+// numbered, a moment later). Shards keep concurrent Appends to one topic
+// from waiting for each other's counter row, most of the time: two Appends
+// that chose the same shard take turns on it.
 //
 // # Retention
 //
@@ -227,13 +291,13 @@
 // Append looks keys up without locking them and inserts only keys absent
 // from its snapshot, which no Expire touches, and their counter rows
 // differ. An Append that judged a copy by a key an Expire removes at the
-// same time counts it as if it had committed first. What Expire relies on
-// is what listings rely on (see Listing order across replicas): that the
-// events committed at any moment are those numbered up to some Seq, later
-// ones getting higher numbers, so that a prefix once passed gains no
-// event. The append lock provides it today; whatever replaces the lock
-// must provide it to Expire too, or bound Expire's scan by the same
-// horizon as the listings'.
+// same time counts it as if it had committed first; an insert of a key that
+// an Expire is removing waits for the Expire's transaction. What Expire
+// relies on is what listings rely on (see Listing order across replicas):
+// that the events numbered at any moment are those numbered up to some
+// Seq, later ones getting higher numbers, so that a prefix once passed
+// gains no event. Events with a provisional Seq are outside both prefixes,
+// and leave only once numbered.
 //
 // Removing a chunk of 1000 events whose keys leave with them takes about 5
 // ms on a machine with 2 CPUs (some 200,000 events/s), as does deleting 1000
@@ -248,13 +312,13 @@
 //
 // [Store.Watch] implements [eventagg.Watcher], so that the followers of
 // every replica ([eventagg.Aggregator.Follow]) learn of the events any
-// replica stores. An Append that stores events notifies, in its
-// transaction, the channel "eventagg." followed by the schema name
-// ("eventagg.#" and a hash of the name if that would pass 63 bytes), with
-// the schema name as payload; PostgreSQL delivers the notification once
-// the transaction commits, so its events are listable by then. An Append
-// that stores nothing (duplicates only, a rejected conflict) does not
-// notify. The notifying statement travels in the Append's round trip.
+// replica stores. The transaction that gives events their Seq (an
+// Append's first with the append lock, or a numbering) notifies the
+// channel "eventagg." followed by the schema name ("eventagg.#" and a hash
+// of the name if that would pass 63 bytes), with the schema name as
+// payload; PostgreSQL delivers the notification once the transaction
+// commits, so its events are listable by then. An Append that stores
+// nothing (duplicates only, a rejected conflict) does not notify.
 //
 // An Aggregator calls Watch once a follower waits. Watch listens on a
 // connection of its own, outside the pool: a replica with followers uses
@@ -272,9 +336,10 @@
 //
 // PostgreSQL commits the transactions that notify one at a time, in the
 // whole cluster (a lock held from just before each commit until after it).
-// Appends to one schema are ordered by the append lock anyway; but
-// Appends to several schemas or databases of one server, and any other
-// notifying transaction there, then also wait for each other's commits.
+// The transactions that notify for one schema hold its append lock
+// anyway; but those of several schemas or databases of one server, and any
+// other notifying transaction there, then also wait for each other's
+// commits.
 //
 // # Claims
 //
@@ -303,17 +368,17 @@
 // committed meanwhile makes the Claim Done, and it rolls back. Claims take
 // no advisory lock: those of different keys never wait for each other.
 //
-// A Complete is one transaction of three round trips (BEGIN, one pipelined
-// batch, COMMIT): the batch deletes the claim if it still has the
-// claimant's token (ErrClaimLost, and a rollback, if not), then runs the
-// statements of an Append (the append lock, the append statement, the
-// notification of followers), so that the event is stored, counted and
-// judged a duplicate or a conflict exactly as an Append's; for a lost
-// claim they run in vain, and are rolled back. The claim's row stays
-// locked from its deletion to the commit, the wait for the append lock
-// included: a Claim of the key meanwhile waits, and finds it Done. With
+// A Complete is an Append's two transactions in two round trips: the
+// first transaction (BEGIN and one pipelined batch) deletes the claim if
+// it still has the claimant's token (ErrClaimLost, and a rollback, if
+// not), then inserts and judges the event as an Append's two-statement
+// path does, so that it is stored, counted and judged a duplicate or a
+// conflict exactly as an Append's; for a lost claim they run in vain, and
+// are rolled back. The claim's row stays locked from its deletion to the
+// commit: a Claim of the key meanwhile waits, and finds it Done. With
 // RejectConflicts, a conflict rolls the transaction back, leaving the
-// claim held. A Complete returns once PostgreSQL acknowledged the commit,
+// claim held. The second round trip commits and numbers the event (see
+// Append). A Complete returns once PostgreSQL acknowledged both commits,
 // as an Append does (see Durability). A Release is one statement. The
 // deletion of a claim adds its taken_over to the one row of claim_state,
 // which only the ends of claims that were taken over write. ClaimCounts
@@ -323,7 +388,7 @@
 //
 // # Durability
 //
-// Append returns after PostgreSQL acknowledged the commit. What the commit
+// Append returns after PostgreSQL acknowledged its commits. What a commit
 // survives is PostgreSQL's to say: with synchronous_commit on (the default) it
 // survives a crash of the database server, with synchronous standbys it is
 // also on them, and with synchronous_commit off the last commits may be lost in

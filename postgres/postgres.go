@@ -18,6 +18,7 @@ import (
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/driver"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -42,8 +43,9 @@ type Options struct {
 	Schema string
 	// MaxConns bounds the connection pool. If zero, the DSN's pool_max_conns
 	// applies, or else pgxpool's default: the greater of 4 and the number of CPUs.
-	// Appends to one schema run one at a time, so connections beyond a few
-	// serve concurrent listings and Stats.
+	// Each Append and listing holds a connection while it runs: an
+	// Aggregator's writer uses one at a time, and the listings and Stats
+	// of its readers the others.
 	MaxConns int32
 	// ConnectTimeout is how long Open waits for the server. While Open
 	// fails in a way that may pass (the connection is refused, reset or
@@ -100,13 +102,18 @@ type Store struct {
 	schema  string // as given
 	quoted  string // as an SQL identifier
 	shards  int
-	lockKey int64         // advisory lock taken by Append and by migrations
+	lockKey int64         // the append lock, which numbering and migrations take
 	writeTO time.Duration // Options.WriteTimeout; 0: none
 
-	lockSQL, appendSQL, appendLaterSQL, listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL string
-	lockRetentionSQL, expireSQL                                                                 string
-	claimSQL, claimCheckSQL, endClaimSQL, claimCountsSQL                                        string // see claims.go
-	channel, notifySQL                                                                          string // see watch.go
+	beginSQL, insertSQL, statusSQL, statusLaterSQL, fastSQL, fastLaterSQL string // see prepareSQL
+	numberLockSQL, numberSQL                                              string
+	listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL               string
+	lockRetentionSQL, expireSQL                                           string
+	claimSQL, claimCheckSQL, endClaimSQL, claimCountsSQL                  string // see claims.go
+	channel                                                               string // see watch.go
+
+	numbered atomic.Int64 // events_pending's last value as the last numbering read it
+	swept    atomic.Int64 // when the last sweep began, in Unix nanoseconds
 
 	closed  atomic.Bool
 	once    sync.Once
@@ -163,12 +170,12 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		cfg.ConnConfig.ConnectTimeout = dialTimeout
 	}
 	params := cfg.ConnConfig.RuntimeParams
-	// Append relies on each statement of its transaction taking a fresh
-	// snapshot, after the append lock is held.
+	// Append relies on each statement of its transactions taking a fresh
+	// snapshot.
 	params["default_transaction_isolation"] = "read committed"
 	for name, value := range map[string]string{
 		"application_name": "eventagg",
-		// An Append holds the append lock until it commits; should its
+		// An Append may hold the append lock until it commits; should its
 		// client vanish without closing the connection, the server notices
 		// within about a minute and frees the lock for the other replicas.
 		"tcp_keepalives_idle":     "30",
@@ -200,6 +207,10 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("postgres: open schema %q: %w", o.Schema, err)
 	}
+	if err := s.sweep(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: open schema %q: number the events left without a number: %w", o.Schema, err)
+	}
 	return s, nil
 }
 
@@ -218,67 +229,196 @@ func quoteLiteral(s string) string {
 }
 
 func (s *Store) prepareSQL() {
+	s.channel = channelName(s.schema)
 	seq := quoteLiteral(s.quoted + ".events_seq")
-	// lockSQL takes the append lock. It also makes PostgreSQL run the append
-	// statement, next in the transaction, with its generic plan, made once
-	// per connection: with the default plan_cache_mode, PostgreSQL would
-	// plan it afresh for every small batch (the generic plan's estimate is
-	// for more events than that), which costs more than running it.
+	pending := quoteLiteral(s.quoted + ".events_pending")
+	// An Append is two transactions (see the package documentation's
+	// Append). The first stores the batch, parallel to every other Append:
+	// insertSQL inserts the first copy of each key not stored yet, with a
+	// provisional, negative Seq, and statusSQL (or statusLaterSQL) judges
+	// every event and adds to the counters. The second, under the schema's
+	// advisory lock, numbers the events stored: numberSQL.
+	//
+	// beginSQL starts the first. Its set_config makes PostgreSQL run the
+	// statements of the transaction with their generic plans, made once per
+	// connection: with the default plan_cache_mode, PostgreSQL would plan
+	// them afresh for every small batch (the generic plan's estimate is
+	// for more events than that), which costs more than running them.
 	// set_config with is_local true lasts until the end of the transaction,
 	// as SET LOCAL does.
-	s.lockSQL = `SELECT pg_advisory_xact_lock($1), set_config('plan_cache_mode', 'force_generic_plan', true)`
+	s.beginSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
+	// numberLockSQL begins the numbering transaction: it takes the append
+	// lock if an event of the batch's keys ($2, $3) has a provisional Seq,
+	// or if $4 (a sweep), and records in eventagg.numbering whether it did,
+	// which numberSQL, run next, requires. An Append whose events got their
+	// Seq in the fast path (below) needs no lock: it only reads them back.
+	// Each key is looked up by a scalar subquery, in the unique index.
+	//
+	// numberSQL runs with its generic plan too, and that plan must look
+	// events up in their indexes however few events the table held when
+	// it was made (once per connection): with sequential scans and hash or
+	// merge joins off, the planner picks index scans and nested loops,
+	// which is what numbering a few events among millions takes. The cost
+	// it then gives the one scan it cannot avoid (of a sequence) would
+	// pass jit_above_cost, and compiling the plan takes longer than
+	// running it: jit is off too.
+	s.numberLockSQL = s.expand(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+	set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
+	set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true),
+	set_config('eventagg.numbering', CASE WHEN $4::bool OR EXISTS (
+		SELECT FROM unnest($2::text[], $3::text[]) AS k (topic, event_id)
+		WHERE (SELECT e.seq FROM {schema}.events e WHERE e.topic = k.topic AND e.event_id = k.event_id) < 0
+	) THEN (SELECT 'on' FROM (SELECT pg_advisory_xact_lock($1::int8)) l) ELSE 'off' END, true)`)
 
-	// The append statement decides the outcome of every event of a batch,
-	// inserts the first copy of each new key and adds to the counters. It
-	// runs after lockSQL in the same transaction, so that its snapshot,
-	// taken at its start, holds every event committed before, and the block
-	// of sequence numbers it reserves is above every number reserved by a
-	// transaction that has not committed yet.
+	// fastSQL (fastLaterSQL for batches with later copies of their keys)
+	// is the first transaction's statement when no other Append races it:
+	// it tries the append lock (pg_try_advisory_xact_lock, which does not
+	// wait), and if it gets it, reserves a block of sequence numbers, so
+	// that the events it stores get their Seq at once, as before schema
+	// version 5, and need no numbering; if not, they get a provisional Seq
+	// from events_pending in the order of the batch, for numberSQL. One
+	// statement then judges every event against the stored copy of its key
+	// in the statement's snapshot (scalar subqueries, in the unique index),
+	// inserts the first copy of each new key (ON CONFLICT DO NOTHING, in
+	// key order) and adds to the counters, as statusSQL describes. A key
+	// that another Append stored after the snapshot was taken makes the
+	// insert store fewer events than were judged new: the statement then
+	// fails with SQLSTATE EA001 (the function append_race), the
+	// transaction is rolled back, and Append runs insertSQL and statusSQL
+	// instead, whose two snapshots judge such a key right. A lock taken
+	// is held until the commit, which keeps the Seqs in commit order.
 	//
-	// Parameters: $1 the number of first copies of keys in the batch, $2-$7
-	// their columns, phash being driver.PayloadHash of the payload;
-	// $8 RejectConflicts; $9 the counter shard; $10 the acceptance time of
-	// the batch, in nanoseconds. appendLaterSQL, for batches that hold later
-	// copies of their keys, also takes $11-$16: their topic and event_id,
-	// the ordinal (1-based) of the first copy of their key, whether their
-	// payload is the first copy's (the caller compares them), and, when it
-	// is not, their phash and payload. appendSQL, without them, is the
-	// common case, and cheaper to run.
+	// Parameters: $1 the number of first copies, $2-$7 their columns as
+	// insertSQL's, $8 RejectConflicts, $9 the counter shard, $10 the
+	// acceptance time, $11 the append lock's key; fastLaterSQL also
+	// $12-$16, as statusLaterSQL's $7-$11. It returns, for the events that
+	// are not duplicates, their ordinal, status, and Seq (0 if
+	// provisional, or for a conflict). With the lock, it notifies the
+	// schema's channel if it stored events, as numberSQL does for those it
+	// numbers.
+	const (
+		fastFirst = `WITH t AS MATERIALIZED (
+	SELECT pg_try_advisory_xact_lock($11::int8) AS locked
+), b AS MATERIALIZED (
+	SELECT CASE WHEN t.locked THEN setval({seq}, nextval({seq}) + $1::int8 - 1) - $1::int8 END AS base FROM t
+), f AS MATERIALIZED (
+	SELECT f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash,
+		CASE WHEN (SELECT locked FROM t) THEN NULL ELSE -nextval({pending}) END AS pseq,
+		coalesce((
+			SELECT CASE WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = f.phash THEN 1 ELSE 2 END
+			FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 0) AS status
+	FROM (SELECT * FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[], $7::bytea[])
+		WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord) ORDER BY ord) f
+)`
+		fastLater = `, fs AS MATERIALIZED (
+	SELECT array_agg(status ORDER BY ord) AS status FROM f
+), l AS MATERIALIZED (
+	SELECT $1::int8 + l.ord AS ord, l.topic, CASE
+		WHEN l.same THEN CASE (SELECT fs.status[l.first] FROM fs) WHEN 2 THEN 2 ELSE 1 END
+		ELSE coalesce((
+			SELECT CASE WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = l.phash THEN 1 ELSE 2 END
+			FROM {schema}.events e WHERE e.topic = l.topic AND e.event_id = l.event_id), 2)
+		END AS status
+	FROM unnest($12::text[], $13::text[], $14::int8[], $15::bool[], $16::bytea[])
+		WITH ORDINALITY AS l (topic, event_id, first, same, phash, ord)
+), o AS MATERIALIZED (
+	SELECT ord, topic, status FROM f UNION ALL SELECT ord, topic, status FROM l
+)`
+		fastWrite = `, rej AS MATERIALIZED (
+	SELECT $8::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected
+), ins AS (
+	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
+	SELECT coalesce(b.base + f.ord, f.pseq), f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
+	FROM b, f, rej WHERE f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
+	ON CONFLICT (topic, event_id) DO NOTHING
+	RETURNING 1
+), cnt AS (
+	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
+	SELECT o.topic, $9::int4, count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
+		count(*) FILTER (WHERE status = 2)
+	FROM o, rej WHERE NOT rej.rejected GROUP BY o.topic ORDER BY o.topic
+	ON CONFLICT (topic, shard) DO UPDATE SET
+		received = c.received + excluded.received,
+		unique_processed = c.unique_processed + excluded.unique_processed,
+		duplicate_dropped = c.duplicate_dropped + excluded.duplicate_dropped,
+		conflicts = c.conflicts + excluded.conflicts
+), ok AS MATERIALIZED (
+	SELECT CASE WHEN (SELECT count(*) FROM ins) = (SELECT count(*) FROM f, rej WHERE f.status = 0 AND NOT rej.rejected)
+		THEN true ELSE {schema}.append_race() END AS ok
+), w AS MATERIALIZED (
+	SELECT pg_notify({channel}, {schemaname}) FROM t WHERE t.locked AND (SELECT count(*) FROM ins) > 0
+)
+SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN coalesce(b.base + o.ord, 0) ELSE 0 END, (SELECT count(*) FROM w)
+FROM o, b, rej, ok WHERE ok.ok AND (o.status = 2 OR o.status = 0 AND NOT rej.rejected)`
+	)
+	fast := func(sql string) string {
+		return s.expand(strings.NewReplacer("{seq}", seq, "{pending}", pending,
+			"{channel}", quoteLiteral(s.channel), "{schemaname}", quoteLiteral(s.schema)).Replace(sql))
+	}
+	s.fastSQL = fast(fastFirst + `, o AS NOT MATERIALIZED (
+	SELECT ord, topic, status FROM f
+)` + fastWrite)
+	s.fastLaterSQL = fast(fastFirst + fastLater + fastWrite)
+
+	// insertSQL inserts the first copy of each key of a batch (driver.FirstInBatch)
+	// unless the key is stored, in one statement. Parameters: $1-$6 the
+	// columns of the first copies, phash being driver.PayloadHash of the
+	// payload; $7 the acceptance time of the batch, in nanoseconds. Each
+	// row gets as its provisional Seq the negated next value of
+	// events_pending, drawn in the order of the batch, so that numberSQL
+	// can number the batch in its order. The rows are inserted in key
+	// order: ON CONFLICT waits for a transaction that is inserting the same
+	// key, and two Appends inserting their keys in the same order cannot
+	// wait for each other in a cycle. A key stored by a transaction that
+	// committed after the statement's snapshot was taken is not inserted
+	// either (ON CONFLICT checks the index, not the snapshot): statusSQL,
+	// with a newer snapshot, judges the copy against it.
+	s.insertSQL = s.expand(`WITH f AS MATERIALIZED (
+	SELECT -nextval(` + pending + `) AS seq, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash
+	FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::bytea[], $6::bytea[])
+		WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord) ORDER BY ord) f
+)
+INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
+SELECT seq, topic, event_id, ts, source, payload, phash, $7::int8 FROM f ORDER BY topic, event_id
+ON CONFLICT (topic, event_id) DO NOTHING`)
+
+	// statusSQL runs after insertSQL in its transaction, with a snapshot
+	// that holds the rows insertSQL inserted and every Append committed
+	// before it began, and decides the outcome of every event of the batch:
+	// 0 for a new key (its row's xmin is this transaction), 1 for a
+	// duplicate, 2 for a conflict. Each stored copy is looked up in the
+	// unique index one row at a time, by a scalar subquery: a join, even a
+	// LATERAL one, could be planned as a scan of every event. A stored copy is a duplicate if its digest is the new
+	// copy's; one without phash, stored before schema version 2, has the
+	// digest of its payload computed. A kept key, whose event left (see
+	// expire.go), has no payload but always a phash. A key whose row an
+	// Expire removed since insertSQL looked is counted a duplicate, as if
+	// the Append had committed first.
 	//
-	// A status is 0 for a new key, 1 for a duplicate, 2 for a conflict. f
-	// gives each first copy its status from the stored copy of its key, if
-	// any, looked up in the unique index one row at a time (a join could be
-	// planned as a scan of every event). The statement's snapshot holds no
-	// row that ins inserts. A stored copy without phash, stored before
-	// schema version 2 or by a replica of that version, is compared by its
-	// payload bytes. A kept key, whose event left (see expire.go), has no
-	// payload but always a phash: it is judged by its digest, and a key
-	// that left is not found, so its copy is new. A later copy with the
-	// payload of its key's first copy has the first copy's status, but
-	// duplicate for new; one with another payload is compared with the
-	// stored copy, or else conflicts with the first copy, which is stored
-	// now. o holds the status of every event. With $8, a conflict anywhere
-	// makes rej true, and nothing is inserted or counted.
-	//
-	// ins inserts without ON CONFLICT: under the append lock no other Append
-	// can have stored a key since f looked it up (a writer that does not take
-	// the lock would make the statement fail with a unique violation), and
-	// Expire only removes keys. A key that an Expire running alongside
-	// removes after f looked it up was judged as it stood before: as if the
-	// Append committed first.
+	// Parameters: $1 the number of first copies, $2-$4 their topic,
+	// event_id and phash; $5 RejectConflicts; $6 the counter shard.
+	// statusLaterSQL, for batches that hold later copies of their keys,
+	// also takes $7-$11: their topic and event_id, the ordinal (1-based) of
+	// the first copy of their key, whether their payload is the first
+	// copy's (the caller compares them), and, when it is not, their phash.
+	// A later copy with the payload of its key's first copy has the first
+	// copy's status, but duplicate for new; one with another payload is
+	// judged against the stored copy, the first copy itself if that is new.
+	// o holds the status of every event. With $5, a conflict anywhere makes
+	// rej true; nothing is counted, and the caller rolls the transaction back.
 	//
 	// The statement returns, for the events that are not duplicates, the
 	// ordinal of their row (first copies 1..$1, later copies $1 + their
-	// ordinal) and the Seq they were stored with, 0 for a conflict.
+	// ordinal) and their status.
 	const (
-		first = `WITH b AS MATERIALIZED (
-	SELECT setval({seq}, nextval({seq}) + $1::int8 - 1) - $1::int8 AS base
-), f AS MATERIALIZED (
-	SELECT f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, coalesce((
-		SELECT CASE WHEN CASE WHEN e.phash IS NULL THEN e.payload IS NOT DISTINCT FROM f.payload ELSE e.phash = f.phash END THEN 1 ELSE 2 END
-		FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 0) AS status
-	FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[], $7::bytea[])
-		WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord)
+		first = `WITH f AS MATERIALIZED (
+	SELECT f.ord, f.topic, coalesce((
+		SELECT CASE
+			WHEN e.xmin = pg_current_xact_id_if_assigned()::xid THEN 0
+			WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = f.phash THEN 1
+			ELSE 2 END
+		FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 1) AS status
+	FROM unnest($2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS f (topic, event_id, phash, ord)
 )`
 		firstOnly = `, o AS NOT MATERIALIZED (
 	SELECT ord, topic, status FROM f
@@ -289,37 +429,81 @@ func (s *Store) prepareSQL() {
 	SELECT $1::int8 + l.ord AS ord, l.topic, CASE
 		WHEN l.same THEN CASE (SELECT fs.status[l.first] FROM fs) WHEN 2 THEN 2 ELSE 1 END
 		ELSE coalesce((
-			SELECT CASE WHEN CASE WHEN e.phash IS NULL THEN e.payload IS NOT DISTINCT FROM l.payload ELSE e.phash = l.phash END THEN 1 ELSE 2 END
+			SELECT CASE WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = l.phash THEN 1 ELSE 2 END
 			FROM {schema}.events e WHERE e.topic = l.topic AND e.event_id = l.event_id), 2)
 		END AS status
-	FROM unnest($11::text[], $12::text[], $13::int8[], $14::bool[], $15::bytea[], $16::bytea[])
-		WITH ORDINALITY AS l (topic, event_id, first, same, phash, payload, ord)
+	FROM unnest($7::text[], $8::text[], $9::int8[], $10::bool[], $11::bytea[])
+		WITH ORDINALITY AS l (topic, event_id, first, same, phash, ord)
 ), o AS MATERIALIZED (
 	SELECT ord, topic, status FROM f UNION ALL SELECT ord, topic, status FROM l
 )`
-		write = `, rej AS MATERIALIZED (
-	SELECT $8::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected
-), ins AS (
-	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
-	SELECT b.base + f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
-	FROM b, f, rej WHERE f.status = 0 AND NOT rej.rejected
+		count = `, rej AS MATERIALIZED (
+	SELECT $5::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected, $1::int8 AS firsts
 ), cnt AS (
 	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
-	SELECT o.topic, $9::int4, count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
+	SELECT o.topic, $6::int4, count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
 		count(*) FILTER (WHERE status = 2)
-	FROM o, rej WHERE NOT rej.rejected GROUP BY o.topic
+	FROM o, rej WHERE NOT rej.rejected GROUP BY o.topic ORDER BY o.topic
 	ON CONFLICT (topic, shard) DO UPDATE SET
 		received = c.received + excluded.received,
 		unique_processed = c.unique_processed + excluded.unique_processed,
 		duplicate_dropped = c.duplicate_dropped + excluded.duplicate_dropped,
 		conflicts = c.conflicts + excluded.conflicts
 )
-SELECT o.ord, CASE WHEN o.status = 0 THEN b.base + o.ord ELSE 0 END FROM o, b, rej
+SELECT o.ord, o.status FROM o, rej
 WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
 	)
-	expand := func(sql string) string { return s.expand(strings.ReplaceAll(sql, "{seq}", seq)) }
-	s.appendSQL = expand(first + firstOnly + write)
-	s.appendLaterSQL = expand(first + later + write)
+	s.statusSQL = s.expand(first + firstOnly + count)
+	s.statusLaterSQL = s.expand(first + later + count)
+
+	// numberSQL runs after numberLockSQL, in a transaction of its own
+	// after the Append's has committed, and gives the events stored and
+	// not numbered yet their Seq, in the order of their provisional
+	// numbers, from a block reserved from events_seq; it notifies the
+	// schema's channel if it numbered any. The events it numbers are those
+	// of the batch's keys (the first copies, $2 and $3) that are not
+	// numbered, the Append's own and any another Append stored, and every
+	// event not numbered whose provisional number lies between -$1 and
+	// -(events_pending's last value) or, if nearer, the 100,000 last values:
+	// so that one numbering serves the Appends that committed while the
+	// previous one waited for its commit, and those find their events
+	// numbered. $1 is 0 for a sweep, which numbers every event left
+	// without a number.
+	//
+	// The batch's keys are looked up in the unique index of the keys: its
+	// Seq, compared as seq + 0, is no condition that could make the
+	// generic plan, made when the table held few events, look a key up in
+	// the index of (topic, seq) instead and scan every event of the topic.
+	//
+	// It returns a first row (0, events_pending's last value, 1 if it
+	// notified), then a row per first copy of the batch whose key is
+	// stored: its ordinal and the Seq of the stored copy, which it gave
+	// (p keeps the ordinal of the batch's keys) or another numbering did.
+	s.numberSQL = s.expand(`WITH hi AS MATERIALIZED (
+	SELECT last_value AS l FROM ` + s.quoted + `.events_pending
+), p AS MATERIALIZED (
+	SELECT DISTINCT ON (seq) seq, ord FROM (
+		SELECT seq, NULL::int8 AS ord FROM {schema}.events
+		WHERE seq >= -(SELECT l FROM hi) AND seq < -greatest($1::int8, (SELECT l FROM hi) - 100000)
+		UNION ALL
+		SELECT e.seq, k.ord FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (topic, event_id, ord)
+		JOIN {schema}.events e ON e.topic = k.topic AND e.event_id = k.event_id WHERE e.seq + 0 < 0
+	) p WHERE current_setting('eventagg.numbering', true) = 'on' ORDER BY seq, ord NULLS LAST
+), b AS MATERIALIZED (
+	SELECT setval(` + seq + `, nextval(` + seq + `) + count(*) - 1) - count(*) AS base FROM p HAVING count(*) > 0
+), n AS MATERIALIZED (
+	SELECT p.seq AS old, p.ord, b.base + row_number() OVER (ORDER BY p.seq DESC) AS new FROM p, b
+), u AS (
+	UPDATE {schema}.events e SET seq = n.new FROM n WHERE e.seq = n.old
+), w AS (
+	SELECT pg_notify(` + quoteLiteral(s.channel) + `, ` + quoteLiteral(s.schema) + `) FROM b
+)
+SELECT 0::int8, (SELECT l FROM hi), (SELECT count(*) FROM w)
+UNION ALL
+SELECT ord, new, 0 FROM n WHERE ord IS NOT NULL
+UNION ALL
+SELECT k.ord, e.seq, 0 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (topic, event_id, ord)
+JOIN {schema}.events e ON e.topic = k.topic AND e.event_id = k.event_id WHERE e.seq + 0 > 0`)
 	// Listings start after the events that have left (the retention row's
 	// payloads, read in the listing's snapshot): a cursor at one of them
 	// goes on from the next event that is still there.
@@ -342,27 +526,32 @@ UNION ALL
 		"{shard}", strconv.Itoa(expireShard)).Replace(expireSQL))
 	s.lockRetentionSQL = s.expand(lockRetentionSQL)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
-	s.prepareNotify(seq)
 	s.prepareClaims()
 }
 
 // Schema returns the name of the schema that holds the store's tables.
 func (s *Store) Schema() string { return s.schema }
 
-// Append implements [eventagg.Store.Append] in one transaction and one round
-// trip: it takes the schema's append lock, then one statement finds which
-// keys of the batch are stored already (kept keys of events that left
-// included) and compares their payloads' digests, inserts the first copy
-// of each new key with its acceptance time (opts.AcceptedAt, or now), and
-// adds to one counter shard of each topic; if it stored events, it notifies
-// the schema's channel for [Store.Watch]; the transaction commits. It returns after PostgreSQL
-// acknowledged the commit. With opts.RejectConflicts, a batch holding a
-// conflict commits without having stored or counted anything, and Append
-// returns a [*eventagg.ConflictError].
+// Append implements [eventagg.Store.Append] in two transactions that travel
+// in one round trip (two with opts.RejectConflicts). The first, which runs
+// alongside the other Appends of every replica, inserts the first copy of
+// each key not stored yet (ON CONFLICT on the key) with a provisional
+// number, judges every event of the batch against the stored copy of its
+// key (comparing their payloads' digests), and adds to one counter shard of
+// each topic. The second takes the schema's append lock and gives the
+// events stored their Seq, in the order of the batch, together with the
+// events that other Appends committed meanwhile, and notifies the schema's
+// channel for [Store.Watch]; the lock is held only for that short
+// transaction. Append returns after PostgreSQL acknowledged both commits.
+// With opts.RejectConflicts, a batch holding a conflict is rolled back,
+// having stored and counted nothing, and Append returns a
+// [*eventagg.ConflictError].
 //
-// If the connection fails or ctx ends while the commit is in flight, Append
+// If the connection fails or ctx ends while a commit is in flight, Append
 // returns an error although the batch may have been stored; see the package
-// documentation.
+// documentation. Events stored by an Append that failed before numbering
+// them are numbered by the next Append of one of their keys, or by the
+// sweep that Open and every 30s of Appends run.
 func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventagg.AppendOptions) ([]eventagg.Outcome, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -376,51 +565,92 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 	}
 	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
-	var q pgx.Batch
-	s.queueAppend(&q, events, opts, outcomes)
-	// Without BEGIN, the batch runs as one implicit transaction that commits
-	// at its end; Close returns when the commit is acknowledged.
-	if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
 		return nil, s.fail(ctx, err)
 	}
-	if err := rejected(events, outcomes, opts); err != nil {
+	defer conn.Release()
+	b := newAppendBatch(events)
+	var q pgx.Batch
+	q.Queue("BEGIN")
+	s.queueFast(&q, b, events, opts, outcomes)
+	q.Queue("COMMIT")
+	s.queueNumber(&q, b, outcomes)
+	err = s.send(ctx, conn, &q)
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != raceCode {
+		if err != nil {
+			return nil, err
+		}
+		return outcomes, s.finish(events, outcomes, opts)
+	}
+	// Another Append stored a key of the batch after the fast statement's
+	// snapshot was taken: the slow path judges it right.
+	q = pgx.Batch{}
+	q.Queue("BEGIN")
+	s.queueStore(&q, b, events, opts, outcomes)
+	if opts.RejectConflicts {
+		if err := s.send(ctx, conn, &q); err != nil {
+			return nil, err
+		}
+		if err := rejected(events, outcomes, opts); err != nil {
+			abort(ctx, conn)
+			return nil, err
+		}
+		q = pgx.Batch{}
+	}
+	q.Queue("COMMIT")
+	s.queueNumber(&q, b, outcomes)
+	if err := s.send(ctx, conn, &q); err != nil {
 		return nil, err
 	}
-	return outcomes, nil
+	return outcomes, s.finish(events, outcomes, opts)
 }
 
-// queueAppend queues on q the statements of an Append of events, which
-// must not be empty: the append lock, the append statement, and the
-// notification of followers. Once q has run, outcomes, which has an entry
-// per event, holds their outcomes. [Store.Append] runs q as a transaction
-// of its own; [Store.Complete] in the transaction that ends its claim.
-func (s *Store) queueAppend(q *pgx.Batch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome) {
-	for i := range outcomes {
-		outcomes[i].Status = eventagg.Duplicate // unless the statement returns its row
+// raceCode is the SQLSTATE of append_race, by which the fast statement
+// fails when another Append stored a key of the batch after its snapshot
+// was taken.
+const raceCode = "EA001"
+
+// finish returns the error of an Append whose transactions ran: a
+// [*eventagg.ConflictError] if opts.RejectConflicts rejected the batch,
+// and an error if an event stored has no Seq.
+func (s *Store) finish(events []eventagg.Event, outcomes []eventagg.Outcome, opts eventagg.AppendOptions) error {
+	if err := rejected(events, outcomes, opts); err != nil {
+		return err
 	}
-	b := newAppendBatch(events)
+	return numbered(outcomes)
+}
+
+// queueFast queues on q, after the caller's BEGIN, the fast statement of
+// an Append's first transaction (see fastSQL). Once q has run, outcomes
+// holds the status of every event and the Seq of those stored, but for
+// those with a provisional Seq, which [Store.queueNumber]'s statement sets.
+func (s *Store) queueFast(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome) {
+	for i := range outcomes {
+		outcomes[i] = eventagg.Outcome{Status: eventagg.Duplicate} // unless the statement returns its row
+	}
 	accepted := opts.AcceptedAt
 	if accepted.IsZero() {
 		accepted = time.Now()
 	}
-	sql, args := s.appendSQL, []any{int64(len(b.first)), b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes,
-		opts.RejectConflicts, int32(rand.IntN(s.shards)), nanos(accepted)}
+	q.Queue(s.beginSQL)
+	sql, args := s.fastSQL, []any{int64(len(b.first)), b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes,
+		opts.RejectConflicts, int32(rand.IntN(s.shards)), nanos(accepted), s.lockKey}
 	if len(b.later) > 0 {
-		sql = s.appendLaterSQL
-		args = append(args, b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes, b.laterPayloads)
+		sql = s.fastLaterSQL
+		args = append(args, b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes)
 	}
-	q.Queue(s.lockSQL, s.lockKey)
 	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
-			var ord, seq int64
-			if err := rows.Scan(&ord, &seq); err != nil {
+			var ord, status, seq, notified int64
+			if err := rows.Scan(&ord, &status, &seq, &notified); err != nil {
 				return err
 			}
 			i, ok := b.index(ord)
 			if !ok {
 				return fmt.Errorf("postgres: append returned ordinal %d of %d", ord, len(events))
 			}
-			if seq > 0 {
+			if status == 0 {
 				outcomes[i] = eventagg.Outcome{Status: eventagg.Stored, Seq: seq}
 			} else {
 				outcomes[i].Status = eventagg.Conflict
@@ -428,7 +658,137 @@ func (s *Store) queueAppend(q *pgx.Batch, events []eventagg.Event, opts eventagg
 		}
 		return rows.Err()
 	})
-	q.Queue(s.notifySQL, int64(len(b.first))) // delivered at commit, if it stored events
+}
+
+// send runs q on conn; if it fails, it rolls back the transaction it
+// leaves open, if any, and returns the error as [Store.fail] words it.
+func (s *Store) send(ctx context.Context, conn *pgxpool.Conn, q *pgx.Batch) error {
+	if err := conn.SendBatch(ctx, q).Close(); err != nil {
+		abort(ctx, conn)
+		return s.fail(ctx, err)
+	}
+	return nil
+}
+
+// abort rolls back the transaction open on conn, if any: a connection
+// returned to the pool in a transaction is closed instead. A connection
+// that fails meanwhile is closed as well.
+func abort(ctx context.Context, conn *pgxpool.Conn) {
+	if conn.Conn().PgConn().TxStatus() == 'I' || conn.Conn().IsClosed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dialTimeout)
+	defer cancel()
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		conn.Conn().PgConn().Close(ctx) // the pool drops it
+	}
+}
+
+// queueStore queues on q the first transaction of an Append of events,
+// which must not be empty, up to its commit, after the caller's BEGIN: the
+// insert of the new keys, and the statement that judges every event and
+// counts them. Once q
+// has run, outcomes, which has an entry per event, holds their statuses;
+// the Seq of those stored comes from [Store.queueNumber]'s statement.
+// [Store.Complete] queues its own statement before.
+func (s *Store) queueStore(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome) {
+	for i := range outcomes {
+		outcomes[i] = eventagg.Outcome{Status: eventagg.Duplicate} // unless the statement returns its row
+	}
+	accepted := opts.AcceptedAt
+	if accepted.IsZero() {
+		accepted = time.Now()
+	}
+	q.Queue(s.beginSQL)
+	q.Queue(s.insertSQL, b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes, nanos(accepted))
+	sql, args := s.statusSQL, []any{int64(len(b.first)), b.topics, b.ids, b.hashes,
+		opts.RejectConflicts, int32(rand.IntN(s.shards))}
+	if len(b.later) > 0 {
+		sql = s.statusLaterSQL
+		args = append(args, b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes)
+	}
+	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var ord, status int64
+			if err := rows.Scan(&ord, &status); err != nil {
+				return err
+			}
+			i, ok := b.index(ord)
+			if !ok {
+				return fmt.Errorf("postgres: append returned ordinal %d of %d", ord, len(events))
+			}
+			if status == 0 {
+				outcomes[i].Status = eventagg.Stored
+			} else {
+				outcomes[i].Status = eventagg.Conflict
+			}
+		}
+		return rows.Err()
+	})
+}
+
+// queueNumber queues on q the second transaction of an Append: the append
+// lock and the numbering of the events stored (see numberSQL), which sets
+// the Seq of the outcomes stored. b is the Append's batch, or nil for a
+// sweep.
+func (s *Store) queueNumber(q *pgx.Batch, b *appendBatch, outcomes []eventagg.Outcome) {
+	low := s.numbered.Load()
+	if now := time.Now().UnixNano(); now-s.swept.Load() >= int64(sweepEvery) {
+		s.swept.Store(now)
+		low = 0
+	}
+	var topics, ids []string
+	if b != nil {
+		topics, ids = b.topics, b.ids
+	} else {
+		low = 0
+	}
+	q.Queue(s.numberLockSQL, s.lockKey, topics, ids, b == nil)
+	q.Queue(s.numberSQL, low, topics, ids).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var ord, seq, notified int64
+			if err := rows.Scan(&ord, &seq, &notified); err != nil {
+				return err
+			}
+			if ord == 0 {
+				for w := s.numbered.Load(); seq > w && !s.numbered.CompareAndSwap(w, seq); w = s.numbered.Load() {
+				}
+				continue
+			}
+			if ord < 1 || b == nil || ord > int64(len(b.first)) {
+				return fmt.Errorf("postgres: numbering returned ordinal %d", ord)
+			}
+			if o := &outcomes[b.first[ord-1]]; o.Status == eventagg.Stored {
+				o.Seq = seq
+			}
+		}
+		return rows.Err()
+	})
+}
+
+// sweepEvery is how often Appends number every event left without a number
+// (see numberSQL), besides Open's sweep.
+const sweepEvery = 30 * time.Second
+
+// numbered returns an error if an outcome stored has no Seq: its event was
+// removed before it could be numbered, which only a retention that expires
+// events as soon as they are stored could do.
+func numbered(outcomes []eventagg.Outcome) error {
+	for i, o := range outcomes {
+		if o.Status == eventagg.Stored && o.Seq <= 0 {
+			return fmt.Errorf("postgres: event %d of the batch was stored, and removed before it was numbered", i)
+		}
+	}
+	return nil
+}
+
+// sweep numbers every event stored and left without a number by an Append
+// that failed between its two transactions.
+func (s *Store) sweep(ctx context.Context) error {
+	var q pgx.Batch
+	s.queueNumber(&q, nil, nil)
+	s.swept.Store(time.Now().UnixNano())
+	return s.pool.SendBatch(ctx, &q).Close()
 }
 
 // rejected returns a [*eventagg.ConflictError] naming the first conflict

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/postgres"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5"
@@ -23,10 +24,13 @@ import (
 // TestListingUnderConcurrentWriters checks the listing guarantee: while
 // writers on four Stores (four pools, as four replicas) append concurrently,
 // with random pauses between their appends, and another session holds a
-// write transaction open for a second, readers paging with Query.After see
-// every stored event exactly once and in increasing Seq order. Without the append lock, a transaction holding lower
-// sequence numbers can commit after one holding higher numbers, and a reader
+// write transaction open for two seconds, readers paging with Query.After
+// see every stored event exactly once and in increasing Seq order. Were
+// Seqs given outside the append lock, a transaction holding lower sequence
+// numbers could commit after one holding higher numbers, and a reader
 // whose cursor passed the higher ones would skip the lower ones for ever.
+// The writers share keys, so that their Appends race on them (the path of
+// append_race) as well as numbering each other's events.
 func TestListingUnderConcurrentWriters(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
@@ -96,7 +100,7 @@ func TestListingUnderConcurrentWriters(t *testing.T) {
 	go func() {
 		defer close(released)
 		select {
-		case <-time.After(time.Second):
+		case <-time.After(2 * time.Second):
 		case <-done:
 		}
 		tx.Rollback(context.Background())
@@ -428,4 +432,181 @@ func mustNew(tb testing.TB, s eventagg.Store) *eventagg.Aggregator {
 	}
 	tb.Cleanup(func() { a.Close() })
 	return a
+}
+
+// TestAppendsOverlap checks that Appends from two stores run at once:
+// while replica A's Append is held inside its transaction (waiting for its
+// counter row, which the test holds locked, as a slow disk or a busy row
+// would make it wait), replica B's Append of another topic stores and
+// counts its event, committed, before A's ends. Under a lock held across
+// every Append, B would wait for A from the start. Once A goes on, both
+// are listed exactly once, in Seq order, A's first: B's event got its Seq
+// once A's commit had released the append lock.
+func TestAppendsOverlap(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	q := pgx.Identifier{schema}.Sanitize()
+	open := func() *postgres.Store {
+		s, err := postgres.Open(t.Context(), dsn, &postgres.Options{Schema: schema, CounterShards: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	appendStatuses(t, a, event("a", "0")) // makes topic a's counter row
+
+	blocker := lockCounters(t, dsn, q, "a")
+	type result struct {
+		outcomes []eventagg.Outcome
+		err      error
+	}
+	results := [2]chan result{make(chan result, 1), make(chan result, 1)}
+	for i, s := range []*postgres.Store{a, b} {
+		go func() {
+			o, err := s.Append(t.Context(), []eventagg.Event{event([]string{"a", "b"}[i], "1")}, eventagg.AppendOptions{})
+			results[i] <- result{o, err}
+		}()
+		if i == 0 {
+			awaitWaiting(t, dsn, "%"+q+"%")
+		}
+	}
+	// B's transaction commits while A's is still open.
+	deadline := time.Now().Add(awaitTimeout)
+	for {
+		var received int64
+		query(t, dsn, `SELECT coalesce(sum(received), 0)::int8 FROM `+q+`.counters WHERE topic = 'b'`, &received)
+		if received == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B's Append did not commit within %v while A's was held: Appends do not overlap", awaitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case r := <-results[0]:
+		t.Fatalf("A's Append returned (%+v, %v) while its counter row was locked", r.outcomes, r.err)
+	default:
+	}
+	blocker.Rollback(context.Background())
+
+	var seqs [2]int64
+	for i := range results {
+		r := <-results[i]
+		if r.err != nil {
+			t.Fatalf("Append %d error: %v", i, r.err)
+		}
+		if r.outcomes[0].Status != eventagg.Stored || r.outcomes[0].Seq <= 0 {
+			t.Fatalf("Append %d = %+v, want stored with a Seq", i, r.outcomes)
+		}
+		seqs[i] = r.outcomes[0].Seq
+	}
+	if seqs[0] >= seqs[1] {
+		t.Errorf("A's event has Seq %d, B's %d: B's was numbered before A's commit", seqs[0], seqs[1])
+	}
+	var got []string
+	for _, e := range listAll(t, b, eventagg.Query{After: 0}) {
+		got = append(got, fmt.Sprintf("%s/%s@%d", e.Topic, e.EventID, e.Seq))
+	}
+	first := listAll(t, a, eventagg.Query{})[0].Seq
+	want := []string{fmt.Sprintf("a/0@%d", first), fmt.Sprintf("a/1@%d", seqs[0]), fmt.Sprintf("b/1@%d", seqs[1])}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Events() (-want +got):\n%s", diff)
+	}
+}
+
+// TestAppendRacesAnotherOfTheSameKey stores key k from replica B, held
+// inside its transaction, while replica A appends k with another payload:
+// A's insert waits for B's transaction, whose key A's snapshot did not
+// hold. Once B commits, A's copy is judged against B's, a conflict, and
+// counted once: the Append that raced is retried on the path that judges
+// such keys (two snapshots), not stored twice or counted as new.
+func TestAppendRacesAnotherOfTheSameKey(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	q := pgx.Identifier{schema}.Sanitize()
+	open := func() *postgres.Store {
+		s, err := postgres.Open(t.Context(), dsn, &postgres.Options{Schema: schema, CounterShards: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	appendStatuses(t, a, event("t", "0")) // makes the topic's counter row
+
+	blocker := lockCounters(t, dsn, q, "t")
+	k := event("t", "k")
+	type result struct {
+		outcomes []eventagg.Outcome
+		err      error
+	}
+	fromB, fromA := make(chan result, 1), make(chan result, 1)
+	go func() {
+		o, err := b.Append(t.Context(), []eventagg.Event{k}, eventagg.AppendOptions{})
+		fromB <- result{o, err}
+	}()
+	awaitWaiting(t, dsn, "%"+q+"%") // B holds k, waiting for its counter row
+	go func() {
+		o, err := a.Append(t.Context(), []eventagg.Event{withPayload(k, `{"other":true}`)}, eventagg.AppendOptions{})
+		fromA <- result{o, err}
+	}()
+	// A waits for B's transaction, in the unique index of the keys.
+	deadline := time.Now().Add(awaitTimeout)
+	for {
+		var n int
+		query(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'`, &n)
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A's Append does not wait for B's transaction after %v", awaitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	blocker.Rollback(context.Background())
+	rb, ra := <-fromB, <-fromA
+	if rb.err != nil || ra.err != nil {
+		t.Fatalf("Append errors: B %v, A %v", rb.err, ra.err)
+	}
+	if diff := cmp.Diff([]eventagg.Status{S}, statuses(rb.outcomes)); diff != "" {
+		t.Errorf("B's Append (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]eventagg.Status{C}, statuses(ra.outcomes)); diff != "" {
+		t.Errorf("A's Append (-want +got):\n%s", diff)
+	}
+	st, err := a.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (eventagg.Counts{Received: 3, UniqueProcessed: 2, DuplicateDropped: 1, Conflicts: 1, Stored: 2}); st.Counts != want {
+		t.Errorf("Stats().Counts = %+v, want %+v", st.Counts, want)
+	}
+	got := listAll(t, a, eventagg.Query{Topic: "t"})
+	if len(got) != 2 || got[1].Key() != k.Key() || string(got[1].Payload) != string(k.Payload) {
+		t.Errorf("Events() = %+v, want t/0 and B's copy of k", got)
+	}
+}
+
+// lockCounters locks the counter rows of topic in schema q (quoted) in a
+// transaction of its own, which the caller rolls back to release them.
+func lockCounters(t *testing.T, dsn, q, topic string) pgx.Tx {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	tx, err := conn.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(t.Context(), `SELECT FROM `+q+`.counters WHERE topic = $1 FOR UPDATE`, topic); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

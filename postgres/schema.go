@@ -11,7 +11,7 @@ import (
 )
 
 // schemaVersion is the version of the tables this package reads and writes.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // migrations[v] moves a schema from version v to v+1. {schema} stands for the
 // quoted schema name. Versions are recorded in the table eventagg_schema; add
@@ -98,12 +98,27 @@ CREATE TABLE {schema}.claim_state (
 );
 INSERT INTO {schema}.claim_state (expired) VALUES (0);
 `,
+	// Parallel appends (see Append): an Append inserts its events with a
+	// provisional, negative Seq, the negated next value of events_pending,
+	// and numbers them from events_seq, under the append lock, once they
+	// have committed. Nothing is rewritten. A replica of version 4 still
+	// running keeps taking the lock for its whole Append and numbering its
+	// events from events_seq under it, which stays correct alongside.
+	4: `
+CREATE SEQUENCE {schema}.events_pending AS bigint;
+CREATE FUNCTION {schema}.append_race() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	RAISE EXCEPTION USING ERRCODE = 'EA001',
+		MESSAGE = 'eventagg: a key of the batch was stored by another append meanwhile; the append is retried';
+END
+$$;
+`,
 }
 
 // tables are the relations of the schema, checked when a schema holds no
 // version table: their presence means the schema is someone else's.
 var tables = []string{"eventagg_schema", "events_seq", "events", "counters", "retention",
-	"claims_seq", "claims", "claim_state"}
+	"claims_seq", "claims", "claim_state", "events_pending"}
 
 // expand replaces {schema} in sql with the quoted schema name.
 func (s *Store) expand(sql string) string {

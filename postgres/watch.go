@@ -47,22 +47,6 @@ func channelName(schema string) string {
 	return prefix + "#" + strconv.FormatUint(h.Sum64(), 16)
 }
 
-// prepareNotify sets the channel and the statement by which Append notifies
-// it. seq is the name of the events sequence, as an SQL literal.
-//
-// The statement runs after the append statement, in its transaction, and
-// notifies only if that stored events: the append statement reserved the
-// sequence numbers from currval-$1+1 to currval ($1 the number of first
-// copies of keys, currval the session's last value of the sequence), and
-// stored an event with one of them for each new key. The lookup is a range
-// scan of the primary key that stops at the first row.
-func (s *Store) prepareNotify(seq string) {
-	s.channel = channelName(s.schema)
-	s.notifySQL = s.expand(`SELECT pg_notify(` + quoteLiteral(s.channel) + `, ` + quoteLiteral(s.schema) + `)
-WHERE EXISTS (SELECT FROM {schema}.events
-	WHERE seq > (SELECT currval(` + seq + `)) - $1::int8 AND seq <= (SELECT currval(` + seq + `)))`)
-}
-
 // Watch implements [eventagg.Watcher]: it calls changed soon after an
 // Append by any Store on the same database and schema (another replica's
 // included) commits events, until ctx ends or the Store is closed. It

@@ -3,8 +3,10 @@
 # the local PostgreSQL, CLIENTS clients spread evenly over them (one load
 # tool per replica, each with CLIENTS/N clients), for each N in REPLICAS and
 # each batch size in BATCHES. Prints, per run, the events/s summed over the
-# replicas, and the highest number of INSERTs seen active at once in
-# pg_stat_activity (sampled every 20 ms) and of those waiting on a lock.
+# replicas, and the highest numbers seen at once in pg_stat_activity
+# (sampled every 20 ms) of Appends' first transactions running a statement
+# (their inserts), of those waiting on a lock, and of numbering
+# transactions waiting for the append lock (see postgres/doc.go, Append).
 #
 #   scripts/pg-replicas.sh [DURATION [CLIENTS [REPLICAS [BATCHES]]]]
 #       # default 15s 32 "1 2 4" "1 100"
@@ -21,7 +23,7 @@ dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
 go build -o "$dir/eventagg" ./cmd/eventagg
 go build -o "$dir/eventagg-load" ./cmd/eventagg-load
-printf '%-9s %-6s %12s %14s %14s\n' replicas batch events/s max_inserts max_waiting
+printf '%-9s %-6s %12s %12s %12s %12s\n' replicas batch events/s max_appends max_waiting max_numbering
 for n in $replicas; do
   for batch in $batches; do
     schema="eventagg_bench_$RANDOM$RANDOM"
@@ -36,10 +38,17 @@ for n in $replicas; do
     for u in "${urls[@]}"; do
       until curl -sf -o /dev/null "$u/health"; do sleep 0.1; done
     done
-    # Sample the activity of the schema's INSERTs while the load runs.
+    # Sample the activity of the schema's writes while the load runs: the
+    # statements of Appends' first transactions (their text is cut at
+    # track_activity_query_size, so they are told apart from the numbering
+    # statement by its start), those of them waiting on a lock, and the
+    # numbering transactions waiting for the append lock.
     (
       while :; do
-        psql "$dsn" -Atc "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') FROM pg_stat_activity WHERE state = 'active' AND query ILIKE '%INSERT INTO%$schema%'" 2>/dev/null || true
+        psql "$dsn" -Atc "SELECT count(*) FILTER (WHERE query NOT LIKE 'WITH hi AS%' AND query NOT LIKE 'SELECT set_config%'),
+            count(*) FILTER (WHERE query NOT LIKE 'WITH hi AS%' AND query NOT LIKE 'SELECT set_config%' AND wait_event_type = 'Lock'),
+            count(*) FILTER (WHERE wait_event = 'advisory')
+          FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%$schema%' AND pid <> pg_backend_pid()" 2>/dev/null || true
         sleep 0.02
       done
     ) >"$dir/activity" &
@@ -56,8 +65,8 @@ for n in $replicas; do
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     total=$(awk '/^throughput/ {s += $2} END {print s}' "$dir"/load-*)
-    maxes=$(awk -F'|' 'BEGIN {a = 0; w = 0} {if ($1 > a) a = $1; if ($2 > w) w = $2} END {print a, w}' "$dir/activity")
-    printf '%-9s %-6s %12s %14s %14s\n' "$n" "$batch" "$total" ${maxes}
+    maxes=$(awk -F'|' 'BEGIN {a = 0; w = 0; n = 0} {if ($1 > a) a = $1; if ($2 > w) w = $2; if ($3 > n) n = $3} END {print a, w, n}' "$dir/activity")
+    printf '%-9s %-6s %12s %12s %12s %12s\n' "$n" "$batch" "$total" ${maxes}
     for p in "${pids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
     rm -f "$dir"/load-* "$dir/activity"
     psql "$dsn" -qc "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1 || true
