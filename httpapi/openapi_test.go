@@ -3,9 +3,9 @@ package httpapi_test
 // The OpenAPI document (openapi.json) is checked with kin-openapi, a
 // test-only dependency: the document is valid OpenAPI 3.1, and every request
 // that the handler tests send through their helpers (server.do,
-// server.doWith, server.page, startHTTP, the in-process client transport),
-// with its answer, is checked against it by checkedHandler, so that the
-// document cannot drift from the code.
+// server.doWith, server.doAuth, server.page, startHTTP, the in-process
+// client transport), with its answer, is checked against it by
+// checkedHandler, so that the document cannot drift from the code.
 
 import (
 	"bufio"
