@@ -136,7 +136,7 @@
 // INSERT ... ON CONFLICT DO NOTHING), and the counters exact (each Append
 // adds to one of a topic's counter shards). Their events become listable
 // in an order that never lets a reader skip one (see Listing order across
-// replicas). An Append is two transactions, pipelined in one round trip:
+// replicas). An Append is one or two transactions, of one round trip each:
 //
 //  1. The first stores the batch. One statement tries the schema's append
 //     lock without waiting (pg_try_advisory_xact_lock). With it (an Append
@@ -152,8 +152,9 @@
 //     other's keys cannot wait in a cycle), adds to the counters, and
 //     returns the outcome of each event that is not a duplicate; the
 //     transaction commits.
-//  2. The second numbers the events stored with a provisional Seq. If the
-//     batch's keys hold such an event, it waits for the append lock, then
+//  2. The second, only for an Append whose events have a provisional Seq,
+//     numbers them. If the batch's keys still hold such an event, it waits
+//     for the append lock, then
 //     gives those events, and every other event numbered provisionally
 //     since the last numbering of this replica (up to the 100,000 latest
 //     provisional numbers), their Seq from a block of events_seq, in the

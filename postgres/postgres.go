@@ -9,6 +9,7 @@ import (
 	"iter"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -279,13 +280,16 @@ func (s *Store) prepareSQL() {
 	// from events_pending in the order of the batch, for numberSQL. One
 	// statement then judges every event against the stored copy of its key
 	// in the statement's snapshot (scalar subqueries, in the unique index),
-	// inserts the first copy of each new key (ON CONFLICT DO NOTHING, in
-	// key order) and adds to the counters, as statusSQL describes. A key
-	// that another Append stored after the snapshot was taken makes the
-	// insert store fewer events than were judged new: the statement then
-	// fails with SQLSTATE EA001 (the function append_race), the
-	// transaction is rolled back, and Append runs insertSQL and statusSQL
-	// instead, whose two snapshots judge such a key right. A lock taken
+	// inserts the first copy of each new key, in key order, and adds to the
+	// counters, as statusSQL describes. A key that another Append stored
+	// after the snapshot was taken makes the statement fail: with the lock,
+	// the plain insert (insl) with a unique violation; without it, the
+	// insert that skips stored keys (ins, ON CONFLICT DO NOTHING, which
+	// costs a record more per row in the WAL) stores fewer events than
+	// were judged new, and the statement fails with SQLSTATE EA001 (the
+	// function append_race). The transaction is rolled back, and Append
+	// runs insertSQL and statusSQL instead, whose two snapshots judge such
+	// a key right. A lock taken
 	// is held until the commit, which keeps the Seqs in commit order.
 	//
 	// Parameters: $1 the number of first copies, $2-$7 their columns as
@@ -326,10 +330,15 @@ func (s *Store) prepareSQL() {
 )`
 		fastWrite = `, rej AS MATERIALIZED (
 	SELECT $8::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected
+), insl AS (
+	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
+	SELECT b.base + f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
+	FROM b, f, rej WHERE b.base IS NOT NULL AND f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
+	RETURNING 1
 ), ins AS (
 	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
-	SELECT coalesce(b.base + f.ord, f.pseq), f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
-	FROM b, f, rej WHERE f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
+	SELECT f.pseq, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
+	FROM b, f, rej WHERE b.base IS NULL AND f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
 	ON CONFLICT (topic, event_id) DO NOTHING
 	RETURNING 1
 ), cnt AS (
@@ -343,10 +352,10 @@ func (s *Store) prepareSQL() {
 		duplicate_dropped = c.duplicate_dropped + excluded.duplicate_dropped,
 		conflicts = c.conflicts + excluded.conflicts
 ), ok AS MATERIALIZED (
-	SELECT CASE WHEN (SELECT count(*) FROM ins) = (SELECT count(*) FROM f, rej WHERE f.status = 0 AND NOT rej.rejected)
+	SELECT CASE WHEN (SELECT count(*) FROM insl) + (SELECT count(*) FROM ins) = (SELECT count(*) FROM f, rej WHERE f.status = 0 AND NOT rej.rejected)
 		THEN true ELSE {schema}.append_race() END AS ok
 ), w AS MATERIALIZED (
-	SELECT pg_notify({channel}, {schemaname}) FROM t WHERE t.locked AND (SELECT count(*) FROM ins) > 0
+	SELECT pg_notify({channel}, {schemaname}) FROM t WHERE t.locked AND (SELECT count(*) FROM insl) > 0
 )
 SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN coalesce(b.base + o.ord, 0) ELSE 0 END, (SELECT count(*) FROM w)
 FROM o, b, rej, ok WHERE ok.ok AND (o.status = 2 OR o.status = 0 AND NOT rej.rejected)`
@@ -532,20 +541,20 @@ UNION ALL
 // Schema returns the name of the schema that holds the store's tables.
 func (s *Store) Schema() string { return s.schema }
 
-// Append implements [eventagg.Store.Append] in two transactions that travel
-// in one round trip (two with opts.RejectConflicts). The first, which runs
-// alongside the other Appends of every replica, inserts the first copy of
-// each key not stored yet (ON CONFLICT on the key) with a provisional
-// number, judges every event of the batch against the stored copy of its
-// key (comparing their payloads' digests), and adds to one counter shard of
-// each topic. The second takes the schema's append lock and gives the
-// events stored their Seq, in the order of the batch, together with the
-// events that other Appends committed meanwhile, and notifies the schema's
-// channel for [Store.Watch]; the lock is held only for that short
-// transaction. Append returns after PostgreSQL acknowledged both commits.
-// With opts.RejectConflicts, a batch holding a conflict is rolled back,
-// having stored and counted nothing, and Append returns a
-// [*eventagg.ConflictError].
+// Append implements [eventagg.Store.Append] in one or two transactions, in
+// one round trip each, and runs alongside the Appends of every replica (see
+// the package documentation's Append). The first tries the schema's
+// append lock without waiting; it inserts the first copy of each key not
+// stored yet (ON CONFLICT on the key), with its Seq if it got the lock and
+// a provisional one if not, judges every event of the batch against the
+// stored copy of its key (comparing their payloads' digests), adds to one
+// counter shard of each topic, and commits. Only if its events have a
+// provisional Seq, the second waits for the append lock and gives them
+// their Seq, in the order of the batch, together with the events that
+// other Appends committed meanwhile, and notifies the schema's channel for
+// [Store.Watch]. Append returns after PostgreSQL acknowledged the commits.
+// With opts.RejectConflicts, a batch holding a conflict stores and counts
+// nothing, and Append returns a [*eventagg.ConflictError].
 //
 // If the connection fails or ctx ends while a commit is in flight, Append
 // returns an error although the batch may have been stored; see the package
@@ -575,11 +584,19 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 	q.Queue("BEGIN")
 	s.queueFast(&q, b, events, opts, outcomes)
 	q.Queue("COMMIT")
-	s.queueNumber(&q, b, outcomes)
 	err = s.send(ctx, conn, &q)
-	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != raceCode {
+	if !raced(err) {
 		if err != nil {
 			return nil, err
+		}
+		// The second transaction only if the events stored have a
+		// provisional Seq: another Append held the lock.
+		if slices.ContainsFunc(outcomes, func(o eventagg.Outcome) bool { return o.Status == eventagg.Stored && o.Seq == 0 }) {
+			q = pgx.Batch{}
+			s.queueNumber(&q, b, outcomes)
+			if err := s.send(ctx, conn, &q); err != nil {
+				return nil, err
+			}
 		}
 		return outcomes, s.finish(events, outcomes, opts)
 	}
@@ -606,10 +623,17 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 	return outcomes, s.finish(events, outcomes, opts)
 }
 
-// raceCode is the SQLSTATE of append_race, by which the fast statement
-// fails when another Append stored a key of the batch after its snapshot
-// was taken.
-const raceCode = "EA001"
+// raced reports whether err is the failure of the fast statement when
+// another Append stored a key of the batch after its snapshot was taken:
+// SQLSTATE EA001 (append_race) from the insert that skips keys stored
+// meanwhile, or a unique violation of the keys from the one that does not.
+func raced(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return pgErr.Code == "EA001" || pgErr.Code == "23505" && pgErr.ConstraintName == "events_topic_event_id_key"
+}
 
 // finish returns the error of an Append whose transactions ran: a
 // [*eventagg.ConflictError] if opts.RejectConflicts rejected the batch,

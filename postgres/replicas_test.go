@@ -610,3 +610,87 @@ func lockCounters(t *testing.T, dsn, q, topic string) pgx.Tx {
 	}
 	return tx
 }
+
+// TestAppendWithTheLockRacesAnotherOfTheSameKey is the race of
+// TestAppendRacesAnotherOfTheSameKey the other way round: the Append that
+// holds the append lock (A) inserts a key that an Append without it (B,
+// which found the lock taken by a third, X) is inserting. A's insert waits
+// for B's transaction and, once B commits, fails on the unique index; A
+// is judged again, a conflict, and counted once.
+func TestAppendWithTheLockRacesAnotherOfTheSameKey(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	q := pgx.Identifier{schema}.Sanitize()
+	var stores [3]*postgres.Store
+	for i := range stores {
+		s, err := postgres.Open(t.Context(), dsn, &postgres.Options{Schema: schema, CounterShards: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	a, b, x := stores[0], stores[1], stores[2]
+	appendStatuses(t, a, event("t", "0"), event("x", "0")) // makes the counter rows
+
+	type result struct {
+		outcomes []eventagg.Outcome
+		err      error
+	}
+	run := func(s *postgres.Store, e eventagg.Event) chan result {
+		c := make(chan result, 1)
+		go func() {
+			o, err := s.Append(t.Context(), []eventagg.Event{e}, eventagg.AppendOptions{})
+			c <- result{o, err}
+		}()
+		return c
+	}
+	waiting := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(awaitTimeout)
+		for {
+			var got int
+			query(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE `+quote("%"+q+"%"), &got)
+			if got >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d statements of the schema wait for a lock after %v, want %d", got, awaitTimeout, n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	holdX, holdT := lockCounters(t, dsn, q, "x"), lockCounters(t, dsn, q, "t")
+	fromX := run(x, event("x", "1")) // takes the append lock, held at its counter row
+	waiting(1)
+	k := event("t", "k")
+	fromB := run(b, k) // no lock: k inserted with a provisional Seq, held at its counter row
+	waiting(2)
+	holdX.Rollback(context.Background())
+	if r := <-fromX; r.err != nil {
+		t.Fatalf("X's Append error: %v", r.err)
+	}
+	fromA := run(a, withPayload(k, `{"other":true}`)) // takes the lock, waits for B's k
+	waiting(2)
+	holdT.Rollback(context.Background())
+	rb, ra := <-fromB, <-fromA
+	if rb.err != nil || ra.err != nil {
+		t.Fatalf("Append errors: B %v, A %v", rb.err, ra.err)
+	}
+	if rb.outcomes[0].Status != eventagg.Stored || rb.outcomes[0].Seq <= 0 {
+		t.Errorf("B's Append = %+v, want stored with a Seq", rb.outcomes)
+	}
+	if diff := cmp.Diff([]eventagg.Status{C}, statuses(ra.outcomes)); diff != "" {
+		t.Errorf("A's Append (-want +got):\n%s", diff)
+	}
+	st, err := a.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (eventagg.Counts{Received: 5, UniqueProcessed: 4, DuplicateDropped: 1, Conflicts: 1, Stored: 4}); st.Counts != want {
+		t.Errorf("Stats().Counts = %+v, want %+v", st.Counts, want)
+	}
+	if got := listAll(t, a, eventagg.Query{Topic: "t"}); len(got) != 2 || string(got[1].Payload) != string(k.Payload) {
+		t.Errorf("Events(t) = %+v, want t/0 and B's copy of k", got)
+	}
+}
