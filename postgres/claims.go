@@ -179,7 +179,7 @@ func (s *Store) Complete(ctx context.Context, c eventagg.Claim, event eventagg.E
 	}
 	q = pgx.Batch{}
 	q.Queue("COMMIT")
-	s.queueNumber(&q, b, outcomes)
+	s.queueNumber(&q, b, outcomes, s.sweepDue())
 	if err := s.send(ctx, conn, &q); err != nil {
 		return eventagg.Outcome{}, err
 	}

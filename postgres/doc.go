@@ -156,7 +156,7 @@
 //     numbers them. If the batch's keys still hold such an event, it waits
 //     for the append lock, then
 //     gives those events, and every other event numbered provisionally
-//     since the last numbering of this replica (up to the 100,000 latest
+//     since the last numbering of this replica (among the 100,000 latest
 //     provisional numbers), their Seq from a block of events_seq, in the
 //     order of their provisional numbers, in one UPDATE; it notifies
 //     followers if it numbered any, and commits. Appends that committed
@@ -182,8 +182,9 @@
 // An Append that fails between its two transactions (its connection lost,
 // a crash of the database server) leaves events stored and counted, but
 // not yet listable. The next Append of one of their keys, a resend of the
-// batch for instance, numbers them; so do Open, and every Append at most
-// every 30s, which number every event left with a provisional Seq.
+// batch for instance, numbers them. So do sweeps: an Append runs one at
+// most every 30s, which numbers those among the 1,000,000 latest
+// provisional numbers, and Open one, which numbers them all.
 //
 // A later copy of a key within the batch ([driver.FirstInBatch]) is
 // compared with the first copy before the batch is sent and, if it

@@ -297,7 +297,10 @@ func (s *Store) prepareSQL() {
 	// acceptance time, $11 the append lock's key; fastLaterSQL also
 	// $12-$16, as statusLaterSQL's $7-$11. It returns, for the events that
 	// are not duplicates, their ordinal, status, and Seq (0 if
-	// provisional, or for a conflict). With the lock, it notifies the
+	// provisional, or for a conflict), after a first row (0, 0, 0, 1 if
+	// it notified, the number of the batch's keys whose stored copy has a
+	// provisional Seq: left by an Append that failed, which the
+	// numbering transaction then numbers). With the lock, it notifies the
 	// schema's channel if it stored events, as numberSQL does for those it
 	// numbers.
 	const (
@@ -308,11 +311,13 @@ func (s *Store) prepareSQL() {
 ), f AS MATERIALIZED (
 	SELECT f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash,
 		CASE WHEN (SELECT locked FROM t) THEN NULL ELSE -nextval({pending}) END AS pseq,
-		coalesce((
+		f.c % 10 AS status, f.c >= 10 AS provisional
+	FROM (SELECT f.*, coalesce((
 			SELECT CASE WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = f.phash THEN 1 ELSE 2 END
-			FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 0) AS status
-	FROM (SELECT * FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[], $7::bytea[])
-		WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord) ORDER BY ord) f
+				+ CASE WHEN e.seq < 0 THEN 10 ELSE 0 END
+			FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 0) AS c
+		FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[], $7::bytea[])
+			WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord) ORDER BY ord) f
 )`
 		fastLater = `, fs AS MATERIALIZED (
 	SELECT array_agg(status ORDER BY ord) AS status FROM f
@@ -357,7 +362,9 @@ func (s *Store) prepareSQL() {
 ), w AS MATERIALIZED (
 	SELECT pg_notify({channel}, {schemaname}) FROM t WHERE t.locked AND (SELECT count(*) FROM insl) > 0
 )
-SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN coalesce(b.base + o.ord, 0) ELSE 0 END, (SELECT count(*) FROM w)
+SELECT 0::int8, 0::int8, 0::int8, (SELECT count(*) FROM w), (SELECT count(*) FROM f WHERE f.provisional) FROM ok WHERE ok.ok
+UNION ALL
+SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN coalesce(b.base + o.ord, 0) ELSE 0 END, 0, 0
 FROM o, b, rej, ok WHERE ok.ok AND (o.status = 2 OR o.status = 0 AND NOT rej.rejected)`
 	)
 	fast := func(sql string) string {
@@ -472,12 +479,12 @@ WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
 	// schema's channel if it numbered any. The events it numbers are those
 	// of the batch's keys (the first copies, $2 and $3) that are not
 	// numbered, the Append's own and any another Append stored, and every
-	// event not numbered whose provisional number lies between -$1 and
-	// -(events_pending's last value) or, if nearer, the 100,000 last values:
-	// so that one numbering serves the Appends that committed while the
-	// previous one waited for its commit, and those find their events
-	// numbered. $1 is 0 for a sweep, which numbers every event left
-	// without a number.
+	// event not numbered whose provisional number lies after $1 and among
+	// the $4 latest (events_pending's last value down): so that one
+	// numbering serves the Appends that committed while the previous one
+	// waited for its commit, and those find their events numbered. A
+	// sweep passes $1 = 0, to number the events that Appends which failed
+	// between their two transactions left without a number.
 	//
 	// The batch's keys are looked up in the unique index of the keys: its
 	// Seq, compared as seq + 0, is no condition that could make the
@@ -493,7 +500,7 @@ WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
 ), p AS MATERIALIZED (
 	SELECT DISTINCT ON (seq) seq, ord FROM (
 		SELECT seq, NULL::int8 AS ord FROM {schema}.events
-		WHERE seq >= -(SELECT l FROM hi) AND seq < -greatest($1::int8, (SELECT l FROM hi) - 100000)
+		WHERE seq >= -(SELECT l FROM hi) AND seq < -greatest($1::int8, (SELECT l FROM hi) - $4::int8)
 		UNION ALL
 		SELECT e.seq, k.ord FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (topic, event_id, ord)
 		JOIN {schema}.events e ON e.topic = k.topic AND e.event_id = k.event_id WHERE e.seq + 0 < 0
@@ -559,8 +566,8 @@ func (s *Store) Schema() string { return s.schema }
 // If the connection fails or ctx ends while a commit is in flight, Append
 // returns an error although the batch may have been stored; see the package
 // documentation. Events stored by an Append that failed before numbering
-// them are numbered by the next Append of one of their keys, or by the
-// sweep that Open and every 30s of Appends run.
+// them are numbered by the next Append of one of their keys, or by a sweep
+// (see the package documentation's Append).
 func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventagg.AppendOptions) ([]eventagg.Outcome, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -582,7 +589,8 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 	b := newAppendBatch(events)
 	var q pgx.Batch
 	q.Queue("BEGIN")
-	s.queueFast(&q, b, events, opts, outcomes)
+	var left bool
+	s.queueFast(&q, b, events, opts, outcomes, &left)
 	q.Queue("COMMIT")
 	err = s.send(ctx, conn, &q)
 	if !raced(err) {
@@ -590,10 +598,12 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 			return nil, err
 		}
 		// The second transaction only if the events stored have a
-		// provisional Seq: another Append held the lock.
-		if slices.ContainsFunc(outcomes, func(o eventagg.Outcome) bool { return o.Status == eventagg.Stored && o.Seq == 0 }) {
+		// provisional Seq (another Append held the lock), a key of the
+		// batch was left so, or for a sweep.
+		provisional := slices.ContainsFunc(outcomes, func(o eventagg.Outcome) bool { return o.Status == eventagg.Stored && o.Seq == 0 })
+		if sweep := s.sweepDue(); provisional || left || sweep {
 			q = pgx.Batch{}
-			s.queueNumber(&q, b, outcomes)
+			s.queueNumber(&q, b, outcomes, sweep)
 			if err := s.send(ctx, conn, &q); err != nil {
 				return nil, err
 			}
@@ -616,7 +626,7 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 		q = pgx.Batch{}
 	}
 	q.Queue("COMMIT")
-	s.queueNumber(&q, b, outcomes)
+	s.queueNumber(&q, b, outcomes, s.sweepDue())
 	if err := s.send(ctx, conn, &q); err != nil {
 		return nil, err
 	}
@@ -648,8 +658,10 @@ func (s *Store) finish(events []eventagg.Event, outcomes []eventagg.Outcome, opt
 // queueFast queues on q, after the caller's BEGIN, the fast statement of
 // an Append's first transaction (see fastSQL). Once q has run, outcomes
 // holds the status of every event and the Seq of those stored, but for
-// those with a provisional Seq, which [Store.queueNumber]'s statement sets.
-func (s *Store) queueFast(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome) {
+// those with a provisional Seq, which [Store.queueNumber]'s statement sets;
+// *left tells whether a key of the batch is stored with a provisional Seq
+// by an Append that failed before numbering it.
+func (s *Store) queueFast(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome, left *bool) {
 	for i := range outcomes {
 		outcomes[i] = eventagg.Outcome{Status: eventagg.Duplicate} // unless the statement returns its row
 	}
@@ -666,9 +678,13 @@ func (s *Store) queueFast(q *pgx.Batch, b *appendBatch, events []eventagg.Event,
 	}
 	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
-			var ord, status, seq, notified int64
-			if err := rows.Scan(&ord, &status, &seq, &notified); err != nil {
+			var ord, status, seq, notified, provisional int64
+			if err := rows.Scan(&ord, &status, &seq, &notified, &provisional); err != nil {
 				return err
+			}
+			if ord == 0 {
+				*left = provisional > 0
+				continue
 			}
 			i, ok := b.index(ord)
 			if !ok {
@@ -755,20 +771,20 @@ func (s *Store) queueStore(q *pgx.Batch, b *appendBatch, events []eventagg.Event
 // lock and the numbering of the events stored (see numberSQL), which sets
 // the Seq of the outcomes stored. b is the Append's batch, or nil for a
 // sweep.
-func (s *Store) queueNumber(q *pgx.Batch, b *appendBatch, outcomes []eventagg.Outcome) {
-	low := s.numbered.Load()
-	if now := time.Now().UnixNano(); now-s.swept.Load() >= int64(sweepEvery) {
-		s.swept.Store(now)
-		low = 0
+func (s *Store) queueNumber(q *pgx.Batch, b *appendBatch, outcomes []eventagg.Outcome, sweep bool) {
+	low, span := s.numbered.Load(), int64(numberSpan)
+	if sweep {
+		low, span = 0, sweepSpan
+	}
+	if b == nil { // Open's sweep: every provisional number
+		span = math.MaxInt64
 	}
 	var topics, ids []string
 	if b != nil {
 		topics, ids = b.topics, b.ids
-	} else {
-		low = 0
 	}
-	q.Queue(s.numberLockSQL, s.lockKey, topics, ids, b == nil)
-	q.Queue(s.numberSQL, low, topics, ids).Query(func(rows pgx.Rows) error {
+	q.Queue(s.numberLockSQL, s.lockKey, topics, ids, sweep)
+	q.Queue(s.numberSQL, low, topics, ids, span).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var ord, seq, notified int64
 			if err := rows.Scan(&ord, &seq, &notified); err != nil {
@@ -790,9 +806,23 @@ func (s *Store) queueNumber(q *pgx.Batch, b *appendBatch, outcomes []eventagg.Ou
 	})
 }
 
-// sweepEvery is how often Appends number every event left without a number
-// (see numberSQL), besides Open's sweep.
-const sweepEvery = 30 * time.Second
+// How far numberings look for events with a provisional number besides
+// their batch's (see numberSQL): an Append's numbering, among the
+// numberSpan latest provisional numbers after the last this replica's
+// numbering saw; a sweep, which an Append runs at most every sweepEvery,
+// among the sweepSpan latest; Open's sweep, among all of them.
+const (
+	numberSpan = 100_000
+	sweepSpan  = 1_000_000
+	sweepEvery = 30 * time.Second
+)
+
+// sweepDue reports whether an Append should sweep now, and if so makes the
+// next sweep due sweepEvery later.
+func (s *Store) sweepDue() bool {
+	last, now := s.swept.Load(), time.Now().UnixNano()
+	return now-last >= int64(sweepEvery) && s.swept.CompareAndSwap(last, now)
+}
 
 // numbered returns an error if an outcome stored has no Seq: its event was
 // removed before it could be numbered, which only a retention that expires
@@ -810,7 +840,7 @@ func numbered(outcomes []eventagg.Outcome) error {
 // that failed between its two transactions.
 func (s *Store) sweep(ctx context.Context) error {
 	var q pgx.Batch
-	s.queueNumber(&q, nil, nil)
+	s.queueNumber(&q, nil, nil, true)
 	s.swept.Store(time.Now().UnixNano())
 	return s.pool.SendBatch(ctx, &q).Close()
 }

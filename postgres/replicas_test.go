@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/driver"
 	"github.com/eventagg/eventagg/postgres"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -692,5 +693,45 @@ func TestAppendWithTheLockRacesAnotherOfTheSameKey(t *testing.T) {
 	}
 	if got := listAll(t, a, eventagg.Query{Topic: "t"}); len(got) != 2 || string(got[1].Payload) != string(k.Payload) {
 		t.Errorf("Events(t) = %+v, want t/0 and B's copy of k", got)
+	}
+}
+
+// TestEventsLeftWithoutANumberAreNumbered stores events as an Append that
+// failed between its two transactions leaves them: committed with a
+// provisional Seq, not listable. A resend of one of their keys numbers it
+// (as a duplicate), with the other provisional events of its range; Open
+// numbers every one left.
+func TestEventsLeftWithoutANumberAreNumbered(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	q := pgx.Identifier{schema}.Sanitize()
+	s := MustOpen(t, dsn, schema)
+	appendStatuses(t, s, event("t", "0"))
+	leave := func(id string) {
+		t.Helper()
+		p := []byte(`{"id":"` + id + `"}`)
+		exec(t, dsn, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, payload, phash, accepted)
+			VALUES (-nextval('`+q+`.events_pending'), 't', $1, 0, $2, $3, 0)`, id, p, driver.PayloadHash(p))
+	}
+	ids := func(s eventagg.Store) []string {
+		var out []string
+		for _, e := range listAll(t, s, eventagg.Query{}) {
+			out = append(out, e.EventID)
+		}
+		return out
+	}
+	leave("resent")
+	if diff := cmp.Diff([]string{"0"}, ids(s)); diff != "" {
+		t.Errorf("Events() before (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]eventagg.Status{D}, appendStatuses(t, s, event("t", "resent"))); diff != "" {
+		t.Errorf("resend (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"0", "resent"}, ids(s)); diff != "" {
+		t.Errorf("Events() after the resend (-want +got):\n%s", diff)
+	}
+	leave("opened")
+	if diff := cmp.Diff([]string{"0", "resent", "opened"}, ids(MustOpen(t, dsn, schema))); diff != "" {
+		t.Errorf("Events() after Open (-want +got):\n%s", diff)
 	}
 }
