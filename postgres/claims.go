@@ -165,25 +165,13 @@ func (s *Store) Complete(ctx context.Context, c eventagg.Claim, event eventagg.E
 	q.Queue(s.endClaimSQL, c.Key.Topic, c.Key.EventID, c.Token).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&ended)
 	})
-	s.queueStore(&q, b, events, opts, outcomes)
-	if err := s.send(ctx, conn, &q); err != nil {
-		return eventagg.Outcome{}, err
+	lost := func() error {
+		if ended == 0 {
+			return eventagg.ErrClaimLost
+		}
+		return nil
 	}
-	if ended == 0 {
-		abort(ctx, conn)
-		return eventagg.Outcome{}, eventagg.ErrClaimLost
-	}
-	if err := rejected(events, outcomes, opts); err != nil {
-		abort(ctx, conn)
-		return eventagg.Outcome{}, err
-	}
-	q = pgx.Batch{}
-	q.Queue("COMMIT")
-	s.queueNumber(&q, b, outcomes, s.sweepDue())
-	if err := s.send(ctx, conn, &q); err != nil {
-		return eventagg.Outcome{}, err
-	}
-	if err := numbered(outcomes); err != nil {
+	if err := s.storeSlow(ctx, conn, &q, b, events, opts, outcomes, lost); err != nil {
 		return eventagg.Outcome{}, err
 	}
 	return outcomes[0], nil

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -303,8 +304,7 @@ func (s *Store) prepareSQL() {
 	// numbering transaction then numbers). With the lock, it notifies the
 	// schema's channel if it stored events, as numberSQL does for those it
 	// numbers.
-	const (
-		fastFirst = `WITH t AS MATERIALIZED (
+	const fastFirst = `WITH t AS MATERIALIZED (
 	SELECT pg_try_advisory_xact_lock($11::int8) AS locked
 ), b AS MATERIALIZED (
 	SELECT CASE WHEN t.locked THEN setval({seq}, nextval({seq}) + $1::int8 - 1) - $1::int8 END AS base FROM t
@@ -313,29 +313,13 @@ func (s *Store) prepareSQL() {
 		CASE WHEN (SELECT locked FROM t) THEN NULL ELSE -nextval({pending}) END AS pseq,
 		f.c % 10 AS status, f.c >= 10 AS provisional
 	FROM (SELECT f.*, coalesce((
-			SELECT CASE WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = f.phash THEN 1 ELSE 2 END
+			SELECT CASE WHEN ` + storedDigest + ` = f.phash THEN 1 ELSE 2 END
 				+ CASE WHEN e.seq < 0 THEN 10 ELSE 0 END
 			FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 0) AS c
 		FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[], $7::bytea[])
 			WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord) ORDER BY ord) f
 )`
-		fastLater = `, fs AS MATERIALIZED (
-	SELECT array_agg(status ORDER BY ord) AS status FROM f
-), l AS MATERIALIZED (
-	SELECT $1::int8 + l.ord AS ord, l.topic, CASE
-		WHEN l.same THEN CASE (SELECT fs.status[l.first] FROM fs) WHEN 2 THEN 2 ELSE 1 END
-		ELSE coalesce((
-			SELECT CASE WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = l.phash THEN 1 ELSE 2 END
-			FROM {schema}.events e WHERE e.topic = l.topic AND e.event_id = l.event_id), 2)
-		END AS status
-	FROM unnest($12::text[], $13::text[], $14::int8[], $15::bool[], $16::bytea[])
-		WITH ORDINALITY AS l (topic, event_id, first, same, phash, ord)
-), o AS MATERIALIZED (
-	SELECT ord, topic, status FROM f UNION ALL SELECT ord, topic, status FROM l
-)`
-		fastWrite = `, rej AS MATERIALIZED (
-	SELECT $8::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected
-), insl AS (
+	fastWrite := countCTE(8, 9) + `, insl AS (
 	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
 	SELECT b.base + f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
 	FROM b, f, rej WHERE b.base IS NOT NULL AND f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
@@ -346,16 +330,6 @@ func (s *Store) prepareSQL() {
 	FROM b, f, rej WHERE b.base IS NULL AND f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
 	ON CONFLICT (topic, event_id) DO NOTHING
 	RETURNING 1
-), cnt AS (
-	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
-	SELECT o.topic, $9::int4, count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
-		count(*) FILTER (WHERE status = 2)
-	FROM o, rej WHERE NOT rej.rejected GROUP BY o.topic ORDER BY o.topic
-	ON CONFLICT (topic, shard) DO UPDATE SET
-		received = c.received + excluded.received,
-		unique_processed = c.unique_processed + excluded.unique_processed,
-		duplicate_dropped = c.duplicate_dropped + excluded.duplicate_dropped,
-		conflicts = c.conflicts + excluded.conflicts
 ), ok AS MATERIALIZED (
 	SELECT CASE WHEN (SELECT count(*) FROM insl) + (SELECT count(*) FROM ins) = (SELECT count(*) FROM f, rej WHERE f.status = 0 AND NOT rej.rejected)
 		THEN true ELSE {schema}.append_race() END AS ok
@@ -366,15 +340,12 @@ SELECT 0::int8, 0::int8, 0::int8, (SELECT count(*) FROM w), (SELECT count(*) FRO
 UNION ALL
 SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN coalesce(b.base + o.ord, 0) ELSE 0 END, 0, 0
 FROM o, b, rej, ok WHERE ok.ok AND (o.status = 2 OR o.status = 0 AND NOT rej.rejected)`
-	)
 	fast := func(sql string) string {
 		return s.expand(strings.NewReplacer("{seq}", seq, "{pending}", pending,
 			"{channel}", quoteLiteral(s.channel), "{schemaname}", quoteLiteral(s.schema)).Replace(sql))
 	}
-	s.fastSQL = fast(fastFirst + `, o AS NOT MATERIALIZED (
-	SELECT ord, topic, status FROM f
-)` + fastWrite)
-	s.fastLaterSQL = fast(fastFirst + fastLater + fastWrite)
+	s.fastSQL = fast(fastFirst + firstOnly + fastWrite)
+	s.fastLaterSQL = fast(fastFirst + laterCTE(12) + fastWrite)
 
 	// insertSQL inserts the first copy of each key of a batch (driver.FirstInBatch)
 	// unless the key is stored, in one statement. Parameters: $1-$6 the
@@ -426,51 +397,20 @@ ON CONFLICT (topic, event_id) DO NOTHING`)
 	// The statement returns, for the events that are not duplicates, the
 	// ordinal of their row (first copies 1..$1, later copies $1 + their
 	// ordinal) and their status.
-	const (
-		first = `WITH f AS MATERIALIZED (
+	const first = `WITH f AS MATERIALIZED (
 	SELECT f.ord, f.topic, coalesce((
 		SELECT CASE
 			WHEN e.xmin = pg_current_xact_id_if_assigned()::xid THEN 0
-			WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = f.phash THEN 1
+			WHEN ` + storedDigest + ` = f.phash THEN 1
 			ELSE 2 END
 		FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 1) AS status
 	FROM unnest($2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS f (topic, event_id, phash, ord)
 )`
-		firstOnly = `, o AS NOT MATERIALIZED (
-	SELECT ord, topic, status FROM f
-)`
-		later = `, fs AS MATERIALIZED (
-	SELECT array_agg(status ORDER BY ord) AS status FROM f
-), l AS MATERIALIZED (
-	SELECT $1::int8 + l.ord AS ord, l.topic, CASE
-		WHEN l.same THEN CASE (SELECT fs.status[l.first] FROM fs) WHEN 2 THEN 2 ELSE 1 END
-		ELSE coalesce((
-			SELECT CASE WHEN coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16)) = l.phash THEN 1 ELSE 2 END
-			FROM {schema}.events e WHERE e.topic = l.topic AND e.event_id = l.event_id), 2)
-		END AS status
-	FROM unnest($7::text[], $8::text[], $9::int8[], $10::bool[], $11::bytea[])
-		WITH ORDINALITY AS l (topic, event_id, first, same, phash, ord)
-), o AS MATERIALIZED (
-	SELECT ord, topic, status FROM f UNION ALL SELECT ord, topic, status FROM l
-)`
-		count = `, rej AS MATERIALIZED (
-	SELECT $5::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected, $1::int8 AS firsts
-), cnt AS (
-	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
-	SELECT o.topic, $6::int4, count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
-		count(*) FILTER (WHERE status = 2)
-	FROM o, rej WHERE NOT rej.rejected GROUP BY o.topic ORDER BY o.topic
-	ON CONFLICT (topic, shard) DO UPDATE SET
-		received = c.received + excluded.received,
-		unique_processed = c.unique_processed + excluded.unique_processed,
-		duplicate_dropped = c.duplicate_dropped + excluded.duplicate_dropped,
-		conflicts = c.conflicts + excluded.conflicts
-)
+	const answer = `
 SELECT o.ord, o.status FROM o, rej
 WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
-	)
-	s.statusSQL = s.expand(first + firstOnly + count)
-	s.statusLaterSQL = s.expand(first + later + count)
+	s.statusSQL = s.expand(first + firstOnly + countCTE(5, 6) + answer)
+	s.statusLaterSQL = s.expand(first + laterCTE(7) + countCTE(5, 6) + answer)
 
 	// numberSQL runs after numberLockSQL, in a transaction of its own
 	// after the Append's has committed, and gives the events stored and
@@ -545,6 +485,70 @@ UNION ALL
 	s.prepareClaims()
 }
 
+// The parts that the statements judging a batch share (statusSQL,
+// statusLaterSQL, fastSQL, fastLaterSQL): each starts with a CTE f holding
+// the first copies of the batch's keys with their status, $1 being their
+// number.
+
+// storedDigest is the digest of a stored copy e of a key: its phash, or,
+// for a row stored before schema version 2, that of its payload.
+const storedDigest = `coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::bytea)), 1, 16))`
+
+// firstOnly is the CTE o of the outcomes for a batch without later copies
+// of its keys. Its condition on ord, always true, gives $1 its type in the
+// statements that would not use it otherwise.
+const firstOnly = `, o AS NOT MATERIALIZED (
+	SELECT ord, topic, status FROM f WHERE ord <= $1::int8
+)`
+
+// laterCTE returns the CTEs that judge the later copies of the batch's
+// keys, whose topic, event_id, first copy's ordinal, sameness of payload
+// and phash are the parameters $p to $p+4, and the CTE o of every outcome.
+// A later copy with the payload of its key's first copy has the first
+// copy's status, but duplicate for new; one with another payload is
+// judged against the stored copy, or else (not in the snapshot) conflicts
+// with the first copy, stored now.
+func laterCTE(p int) string {
+	return strings.NewReplacer("$p0", param(p), "$p1", param(p+1), "$p2", param(p+2), "$p3", param(p+3), "$p4", param(p+4)).Replace(`, fs AS MATERIALIZED (
+	SELECT array_agg(status ORDER BY ord) AS status FROM f
+), l AS MATERIALIZED (
+	SELECT $1::int8 + l.ord AS ord, l.topic, CASE
+		WHEN l.same THEN CASE (SELECT fs.status[l.first] FROM fs) WHEN 2 THEN 2 ELSE 1 END
+		ELSE coalesce((
+			SELECT CASE WHEN ` + storedDigest + ` = l.phash THEN 1 ELSE 2 END
+			FROM {schema}.events e WHERE e.topic = l.topic AND e.event_id = l.event_id), 2)
+		END AS status
+	FROM unnest($p0::text[], $p1::text[], $p2::int8[], $p3::bool[], $p4::bytea[])
+		WITH ORDINALITY AS l (topic, event_id, first, same, phash, ord)
+), o AS MATERIALIZED (
+	SELECT ord, topic, status FROM f UNION ALL SELECT ord, topic, status FROM l
+)`)
+}
+
+// countCTE returns the CTEs rej, true if parameter $reject
+// (RejectConflicts) holds and a conflict is among the outcomes o, and cnt,
+// which unless rej adds the outcomes to each topic's counter shard
+// $shard, in topic order, so that two Appends of several topics take their
+// counter rows in the same order.
+func countCTE(reject, shard int) string {
+	return `, rej AS MATERIALIZED (
+	SELECT ` + param(reject) + `::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected
+), cnt AS (
+	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
+	SELECT o.topic, ` + param(shard) + `::int4, count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
+		count(*) FILTER (WHERE status = 2)
+	FROM o, rej WHERE NOT rej.rejected GROUP BY o.topic ORDER BY o.topic
+	ON CONFLICT (topic, shard) DO UPDATE SET
+		received = c.received + excluded.received,
+		unique_processed = c.unique_processed + excluded.unique_processed,
+		duplicate_dropped = c.duplicate_dropped + excluded.duplicate_dropped,
+		conflicts = c.conflicts + excluded.conflicts
+)`
+}
+
+// param returns the SQL placeholder of parameter n.
+func param(n int) string { return "$" + strconv.Itoa(n) }
+
 // Schema returns the name of the schema that holds the store's tables.
 func (s *Store) Schema() string { return s.schema }
 
@@ -614,23 +618,42 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 	// snapshot was taken: the slow path judges it right.
 	q = pgx.Batch{}
 	q.Queue("BEGIN")
-	s.queueStore(&q, b, events, opts, outcomes)
-	if opts.RejectConflicts {
-		if err := s.send(ctx, conn, &q); err != nil {
-			return nil, err
-		}
-		if err := rejected(events, outcomes, opts); err != nil {
-			abort(ctx, conn)
-			return nil, err
-		}
-		q = pgx.Batch{}
-	}
-	q.Queue("COMMIT")
-	s.queueNumber(&q, b, outcomes, s.sweepDue())
-	if err := s.send(ctx, conn, &q); err != nil {
+	if err := s.storeSlow(ctx, conn, &q, b, events, opts, outcomes, nil); err != nil {
 		return nil, err
 	}
-	return outcomes, s.finish(events, outcomes, opts)
+	return outcomes, nil
+}
+
+// storeSlow runs q, which holds BEGIN and the statements the caller
+// queued after it, followed by the two-statement first transaction of an
+// Append of events (see queueStore), then commits it and numbers the
+// events stored. The first transaction is rolled back instead if opts
+// rejects a conflict, or if check, which runs once q's answers are in and
+// may be nil, returns an error: storeSlow then returns that error. Only
+// then does the commit take a round trip of its own.
+func (s *Store) storeSlow(ctx context.Context, conn *pgxpool.Conn, q *pgx.Batch, b *appendBatch, events []eventagg.Event,
+	opts eventagg.AppendOptions, outcomes []eventagg.Outcome, check func() error) error {
+	s.queueStore(q, b, events, opts, outcomes)
+	if check != nil || opts.RejectConflicts {
+		if err := s.send(ctx, conn, q); err != nil {
+			return err
+		}
+		err := rejected(events, outcomes, opts)
+		if check != nil {
+			err = cmp.Or(check(), err) // a lost claim first
+		}
+		if err != nil {
+			abort(ctx, conn)
+			return err
+		}
+		*q = pgx.Batch{}
+	}
+	q.Queue("COMMIT")
+	s.queueNumber(q, b, outcomes, s.sweepDue())
+	if err := s.send(ctx, conn, q); err != nil {
+		return err
+	}
+	return numbered(outcomes)
 }
 
 // raced reports whether err is the failure of the fast statement when
@@ -662,19 +685,11 @@ func (s *Store) finish(events []eventagg.Event, outcomes []eventagg.Outcome, opt
 // *left tells whether a key of the batch is stored with a provisional Seq
 // by an Append that failed before numbering it.
 func (s *Store) queueFast(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome, left *bool) {
-	for i := range outcomes {
-		outcomes[i] = eventagg.Outcome{Status: eventagg.Duplicate} // unless the statement returns its row
-	}
-	accepted := opts.AcceptedAt
-	if accepted.IsZero() {
-		accepted = time.Now()
-	}
-	q.Queue(s.beginSQL)
+	accepted := startStore(q, s.beginSQL, outcomes, opts)
 	sql, args := s.fastSQL, []any{int64(len(b.first)), b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes,
-		opts.RejectConflicts, int32(rand.IntN(s.shards)), nanos(accepted), s.lockKey}
+		opts.RejectConflicts, int32(rand.IntN(s.shards)), accepted, s.lockKey}
 	if len(b.later) > 0 {
-		sql = s.fastLaterSQL
-		args = append(args, b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes)
+		sql, args = s.fastLaterSQL, append(args, b.laterArgs()...)
 	}
 	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
@@ -684,20 +699,27 @@ func (s *Store) queueFast(q *pgx.Batch, b *appendBatch, events []eventagg.Event,
 			}
 			if ord == 0 {
 				*left = provisional > 0
-				continue
-			}
-			i, ok := b.index(ord)
-			if !ok {
-				return fmt.Errorf("postgres: append returned ordinal %d of %d", ord, len(events))
-			}
-			if status == 0 {
-				outcomes[i] = eventagg.Outcome{Status: eventagg.Stored, Seq: seq}
-			} else {
-				outcomes[i].Status = eventagg.Conflict
+			} else if err := b.judged(outcomes, ord, status, seq); err != nil {
+				return err
 			}
 		}
 		return rows.Err()
 	})
+}
+
+// startStore queues beginSQL, the first statement of an Append's first
+// transaction after BEGIN, and makes every outcome a duplicate until the
+// statement that judges the batch says otherwise. It returns the batch's
+// acceptance time, in nanoseconds.
+func startStore(q *pgx.Batch, beginSQL string, outcomes []eventagg.Outcome, opts eventagg.AppendOptions) int64 {
+	for i := range outcomes {
+		outcomes[i] = eventagg.Outcome{Status: eventagg.Duplicate}
+	}
+	q.Queue(beginSQL)
+	if opts.AcceptedAt.IsZero() {
+		return nanos(time.Now())
+	}
+	return nanos(opts.AcceptedAt)
 }
 
 // send runs q on conn; if it fails, it rolls back the transaction it
@@ -732,20 +754,12 @@ func abort(ctx context.Context, conn *pgxpool.Conn) {
 // the Seq of those stored comes from [Store.queueNumber]'s statement.
 // [Store.Complete] queues its own statement before.
 func (s *Store) queueStore(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome) {
-	for i := range outcomes {
-		outcomes[i] = eventagg.Outcome{Status: eventagg.Duplicate} // unless the statement returns its row
-	}
-	accepted := opts.AcceptedAt
-	if accepted.IsZero() {
-		accepted = time.Now()
-	}
-	q.Queue(s.beginSQL)
-	q.Queue(s.insertSQL, b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes, nanos(accepted))
+	accepted := startStore(q, s.beginSQL, outcomes, opts)
+	q.Queue(s.insertSQL, b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes, accepted)
 	sql, args := s.statusSQL, []any{int64(len(b.first)), b.topics, b.ids, b.hashes,
 		opts.RejectConflicts, int32(rand.IntN(s.shards))}
 	if len(b.later) > 0 {
-		sql = s.statusLaterSQL
-		args = append(args, b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes)
+		sql, args = s.statusLaterSQL, append(args, b.laterArgs()...)
 	}
 	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
@@ -753,18 +767,34 @@ func (s *Store) queueStore(q *pgx.Batch, b *appendBatch, events []eventagg.Event
 			if err := rows.Scan(&ord, &status); err != nil {
 				return err
 			}
-			i, ok := b.index(ord)
-			if !ok {
-				return fmt.Errorf("postgres: append returned ordinal %d of %d", ord, len(events))
-			}
-			if status == 0 {
-				outcomes[i].Status = eventagg.Stored
-			} else {
-				outcomes[i].Status = eventagg.Conflict
+			if err := b.judged(outcomes, ord, status, 0); err != nil {
+				return err
 			}
 		}
 		return rows.Err()
 	})
+}
+
+// judged records in outcomes the status (0 stored, 2 conflict) and Seq
+// (0 if not known yet) that a statement returned for the event of ordinal
+// ord of the batch.
+func (b *appendBatch) judged(outcomes []eventagg.Outcome, ord, status, seq int64) error {
+	i, ok := b.index(ord)
+	if !ok {
+		return fmt.Errorf("postgres: append returned ordinal %d of %d", ord, len(outcomes))
+	}
+	if status == 0 {
+		outcomes[i] = eventagg.Outcome{Status: eventagg.Stored, Seq: seq}
+	} else {
+		outcomes[i].Status = eventagg.Conflict
+	}
+	return nil
+}
+
+// laterArgs returns the parameters that describe the later copies of the
+// batch's keys, in the order statusLaterSQL and fastLaterSQL take them.
+func (b *appendBatch) laterArgs() []any {
+	return []any{b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes}
 }
 
 // queueNumber queues on q the second transaction of an Append: the append

@@ -447,45 +447,17 @@ func TestAppendsOverlap(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
 	q := pgx.Identifier{schema}.Sanitize()
-	open := func() *postgres.Store {
-		s, err := postgres.Open(t.Context(), dsn, &postgres.Options{Schema: schema, CounterShards: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a, b := open(), open()
+	a, b := openOneShard(t, dsn, schema), openOneShard(t, dsn, schema)
 	appendStatuses(t, a, event("a", "0")) // makes topic a's counter row
 
 	blocker := lockCounters(t, dsn, q, "a")
-	type result struct {
-		outcomes []eventagg.Outcome
-		err      error
-	}
-	results := [2]chan result{make(chan result, 1), make(chan result, 1)}
-	for i, s := range []*postgres.Store{a, b} {
-		go func() {
-			o, err := s.Append(t.Context(), []eventagg.Event{event([]string{"a", "b"}[i], "1")}, eventagg.AppendOptions{})
-			results[i] <- result{o, err}
-		}()
-		if i == 0 {
-			awaitWaiting(t, dsn, "%"+q+"%")
-		}
-	}
+	var results [2]chan appendResult
+	results[0] = appendAsync(t, a, event("a", "1"))
+	awaitWaiting(t, dsn, "%"+q+"%")
+	results[1] = appendAsync(t, b, event("b", "1"))
 	// B's transaction commits while A's is still open.
-	deadline := time.Now().Add(awaitTimeout)
-	for {
-		var received int64
-		query(t, dsn, `SELECT coalesce(sum(received), 0)::int8 FROM `+q+`.counters WHERE topic = 'b'`, &received)
-		if received == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("B's Append did not commit within %v while A's was held: Appends do not overlap", awaitTimeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitCount(t, dsn, `SELECT coalesce(sum(received), 0)::int8 FROM `+q+`.counters WHERE topic = 'b'`, 1,
+		"B's Append committed while A's was held (Appends overlap)")
 	select {
 	case r := <-results[0]:
 		t.Fatalf("A's Append returned (%+v, %v) while its counter row was locked", r.outcomes, r.err)
@@ -528,46 +500,17 @@ func TestAppendRacesAnotherOfTheSameKey(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
 	q := pgx.Identifier{schema}.Sanitize()
-	open := func() *postgres.Store {
-		s, err := postgres.Open(t.Context(), dsn, &postgres.Options{Schema: schema, CounterShards: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a, b := open(), open()
+	a, b := openOneShard(t, dsn, schema), openOneShard(t, dsn, schema)
 	appendStatuses(t, a, event("t", "0")) // makes the topic's counter row
 
 	blocker := lockCounters(t, dsn, q, "t")
 	k := event("t", "k")
-	type result struct {
-		outcomes []eventagg.Outcome
-		err      error
-	}
-	fromB, fromA := make(chan result, 1), make(chan result, 1)
-	go func() {
-		o, err := b.Append(t.Context(), []eventagg.Event{k}, eventagg.AppendOptions{})
-		fromB <- result{o, err}
-	}()
+	fromB := appendAsync(t, b, k)
 	awaitWaiting(t, dsn, "%"+q+"%") // B holds k, waiting for its counter row
-	go func() {
-		o, err := a.Append(t.Context(), []eventagg.Event{withPayload(k, `{"other":true}`)}, eventagg.AppendOptions{})
-		fromA <- result{o, err}
-	}()
+	fromA := appendAsync(t, a, withPayload(k, `{"other":true}`))
 	// A waits for B's transaction, in the unique index of the keys.
-	deadline := time.Now().Add(awaitTimeout)
-	for {
-		var n int
-		query(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'`, &n)
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("A's Append does not wait for B's transaction after %v", awaitTimeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitCount(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'`, 1,
+		"A's Append waits for B's transaction")
 	blocker.Rollback(context.Background())
 	rb, ra := <-fromB, <-fromA
 	if rb.err != nil || ra.err != nil {
@@ -590,6 +533,54 @@ func TestAppendRacesAnotherOfTheSameKey(t *testing.T) {
 	if len(got) != 2 || got[1].Key() != k.Key() || string(got[1].Payload) != string(k.Payload) {
 		t.Errorf("Events() = %+v, want t/0 and B's copy of k", got)
 	}
+}
+
+// awaitCount waits until the count that sql queries reaches want, and
+// fails t, naming what it waited for, if that takes over awaitTimeout.
+func awaitCount(t *testing.T, dsn, sql string, want int64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(awaitTimeout)
+	for {
+		var got int64
+		query(t, dsn, sql, &got)
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not so after %v: %s (count %d, want %d)", awaitTimeout, what, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// openOneShard opens a Store on schema with one counter shard per topic,
+// so that a test that locks a topic's counter row holds every Append of
+// the topic, and closes it when the test ends.
+func openOneShard(t *testing.T, dsn, schema string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(t.Context(), dsn, &postgres.Options{Schema: schema, CounterShards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// appendResult is what an Append returned.
+type appendResult struct {
+	outcomes []eventagg.Outcome
+	err      error
+}
+
+// appendAsync appends e to s in a goroutine of its own, and sends what
+// the Append returned on the channel it returns.
+func appendAsync(t *testing.T, s eventagg.Store, e eventagg.Event) chan appendResult {
+	c := make(chan appendResult, 1)
+	go func() {
+		o, err := s.Append(t.Context(), []eventagg.Event{e}, eventagg.AppendOptions{})
+		c <- appendResult{o, err}
+	}()
+	return c
 }
 
 // lockCounters locks the counter rows of topic in schema q (quoted) in a
@@ -622,56 +613,25 @@ func TestAppendWithTheLockRacesAnotherOfTheSameKey(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
 	q := pgx.Identifier{schema}.Sanitize()
-	var stores [3]*postgres.Store
-	for i := range stores {
-		s, err := postgres.Open(t.Context(), dsn, &postgres.Options{Schema: schema, CounterShards: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		stores[i] = s
-	}
-	a, b, x := stores[0], stores[1], stores[2]
+	a, b, x := openOneShard(t, dsn, schema), openOneShard(t, dsn, schema), openOneShard(t, dsn, schema)
 	appendStatuses(t, a, event("t", "0"), event("x", "0")) // makes the counter rows
 
-	type result struct {
-		outcomes []eventagg.Outcome
-		err      error
-	}
-	run := func(s *postgres.Store, e eventagg.Event) chan result {
-		c := make(chan result, 1)
-		go func() {
-			o, err := s.Append(t.Context(), []eventagg.Event{e}, eventagg.AppendOptions{})
-			c <- result{o, err}
-		}()
-		return c
-	}
-	waiting := func(n int) {
+	waiting := func(n int64) {
 		t.Helper()
-		deadline := time.Now().Add(awaitTimeout)
-		for {
-			var got int
-			query(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE `+quote("%"+q+"%"), &got)
-			if got >= n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d statements of the schema wait for a lock after %v, want %d", got, awaitTimeout, n)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		awaitCount(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE `+quote("%"+q+"%"), n,
+			fmt.Sprintf("%d statements of the schema wait for a lock", n))
 	}
 	holdX, holdT := lockCounters(t, dsn, q, "x"), lockCounters(t, dsn, q, "t")
-	fromX := run(x, event("x", "1")) // takes the append lock, held at its counter row
+	fromX := appendAsync(t, x, event("x", "1")) // takes the append lock, held at its counter row
 	waiting(1)
 	k := event("t", "k")
-	fromB := run(b, k) // no lock: k inserted with a provisional Seq, held at its counter row
+	fromB := appendAsync(t, b, k) // no lock: k inserted with a provisional Seq, held at its counter row
 	waiting(2)
 	holdX.Rollback(context.Background())
 	if r := <-fromX; r.err != nil {
 		t.Fatalf("X's Append error: %v", r.err)
 	}
-	fromA := run(a, withPayload(k, `{"other":true}`)) // takes the lock, waits for B's k
+	fromA := appendAsync(t, a, withPayload(k, `{"other":true}`)) // takes the lock, waits for B's k
 	waiting(2)
 	holdT.Rollback(context.Background())
 	rb, ra := <-fromB, <-fromA
