@@ -24,7 +24,8 @@ import (
 
 // TestListingUnderConcurrentWriters checks the listing guarantee: while
 // writers on four Stores (four pools, as four replicas) append concurrently,
-// with random pauses between their appends, and another session holds a
+// with random pauses between their appends and commits delayed by 0 to 7
+// ms depending on the replica, and another session holds a
 // write transaction open for two seconds, readers paging with Query.After
 // see every stored event exactly once and in increasing Seq order. Were
 // Seqs given outside the append lock, a transaction holding lower sequence
@@ -35,7 +36,14 @@ import (
 func TestListingUnderConcurrentWriters(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
-	stores := []eventagg.Store{MustOpen(t, dsn, schema), MustOpen(t, dsn, schema), MustOpen(t, dsn, schema), MustOpen(t, dsn, schema)}
+	// Each replica's commits wait a different time before their WAL is
+	// flushed (commit_delay, with commit_siblings 0 so that every commit
+	// waits; setting it takes a superuser, as the tests' role is), so that
+	// transactions begun in one order commit in another.
+	var stores []eventagg.Store
+	for _, delay := range []string{"0", "1000", "3000", "7000"} {
+		stores = append(stores, MustOpen(t, withSettings(dsn, "commit_delay", delay, "commit_siblings", "0"), schema))
+	}
 	const (
 		writers = 8 // per store: 2
 		appends = 40
