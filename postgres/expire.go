@@ -39,7 +39,10 @@ const lockRetentionSQL = `SELECT payloads, keys FROM {schema}.retention FOR UPDA
 
 // expireSQL decides what leaves and removes it. Parameters: $1 the
 // PayloadsBefore and $2 the KeysBefore of the call in nanoseconds ($2 at
-// most $1), $3 its Limit.
+// most $1), $3 its Limit, $4 the watermark found before (see
+// watermark.go): it runs after the statements that sample the watermark,
+// and removes no event above it, which an Append in flight could still
+// commit events below.
 //
 // k reads the kept keys, oldest first, up to the limit; kk are those that
 // leave: the ones before the first accepted at or after $2. k1 is the keys
@@ -77,7 +80,7 @@ const expireSQL = `WITH r AS MATERIALIZED (
 		(SELECT count(*) FROM kk) AS n
 ), l AS MATERIALIZED (
 	SELECT seq, topic, accepted FROM {schema}.events
-	WHERE seq > (SELECT payloads FROM r)
+	WHERE seq > (SELECT payloads FROM r) AND seq <= {watermark}
 	ORDER BY seq LIMIT $3::int8
 ), due AS MATERIALIZED (
 	SELECT seq, topic, accepted FROM l WHERE seq < coalesce((SELECT min(seq) FROM l WHERE accepted >= $1::int8), {maxint})
@@ -118,9 +121,10 @@ SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM due), (SELECT count(*) FR
 // when either limit was reached.
 //
 // Expire does not take the append lock, so it does not hold Appends back,
-// nor do they hold it back. It relies on what listings rely on: that the
-// events committed at any moment are those with a Seq up to some number,
-// and later ones get higher numbers (see the package documentation).
+// nor do they hold it back. Like a listing, it removes no event above the
+// watermark, below which no Append in flight can commit, and waits for
+// the Appends in flight as it begins as a listing does (see watermark.go):
+// the events that left stay a prefix of the Seqs.
 //
 // On error nothing is removed and no counter moves; if the connection fails
 // while the commit is in flight, the chunk may have been removed.
@@ -142,12 +146,20 @@ func (s *Store) Expire(ctx context.Context, q eventagg.ExpireQuery) (eventagg.Ex
 		rows, events, keys int64
 		b                  pgx.Batch
 	)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return eventagg.ExpireResult{}, s.fail(ctx, err)
+	}
+	defer conn.Release()
+	if err := s.awaitWatermark(ctx, conn); err != nil {
+		return eventagg.ExpireResult{}, err
+	}
 	b.Queue(s.lockRetentionSQL)
-	b.Queue(s.expireSQL, nanos(q.PayloadsBefore), nanos(keysBefore), int64(q.Limit)).QueryRow(func(row pgx.Row) error {
+	b.Queue(s.expireSQL, nanos(q.PayloadsBefore), nanos(keysBefore), int64(q.Limit), s.safe.Load()).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&rows, &events, &keys)
 	})
 	// As for Append, the batch runs as one implicit transaction.
-	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
 		return eventagg.ExpireResult{}, s.fail(ctx, err)
 	}
 	if rows != 1 {

@@ -10,7 +10,6 @@ import (
 	"iter"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,18 +103,19 @@ type Store struct {
 	schema  string // as given
 	quoted  string // as an SQL identifier
 	shards  int
-	lockKey int64         // the append lock, which numbering and migrations take
+	lockKey int64         // the append lock: Appends take it shared, migrations exclusive
 	writeTO time.Duration // Options.WriteTimeout; 0: none
 
 	beginSQL, insertSQL, statusSQL, statusLaterSQL, fastSQL, fastLaterSQL string // see prepareSQL
-	numberLockSQL, numberSQL                                              string
+	sampleSeqSQL, sampleHoldersSQL, watermarkSQL, leftoverSQL             string // see watermark.go
+	notifySQL                                                             string
 	listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL               string
 	lockRetentionSQL, expireSQL                                           string
 	claimSQL, claimCheckSQL, endClaimSQL, claimCountsSQL                  string // see claims.go
 	channel                                                               string // see watch.go
 
-	numbered atomic.Int64 // events_pending's last value as the last numbering read it
-	swept    atomic.Int64 // when the last sweep began, in Unix nanoseconds
+	safe     atomic.Int64 // the highest watermark a listing or Expire found (see watermark.go)
+	heldBack atomic.Int64 // since when listings have been held back, in Unix nanoseconds; 0: they are not
 
 	closed  atomic.Bool
 	once    sync.Once
@@ -177,9 +177,10 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	params["default_transaction_isolation"] = "read committed"
 	for name, value := range map[string]string{
 		"application_name": "eventagg",
-		// An Append may hold the append lock until it commits; should its
-		// client vanish without closing the connection, the server notices
-		// within about a minute and frees the lock for the other replicas.
+		// An Append holds the append lock (shared) until it commits, and
+		// listings wait for it; should its client vanish without closing
+		// the connection, the server notices within about a minute, rolls
+		// the transaction back and frees the lock.
 		"tcp_keepalives_idle":     "30",
 		"tcp_keepalives_interval": "10",
 		"tcp_keepalives_count":    "3",
@@ -209,7 +210,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("postgres: open schema %q: %w", o.Schema, err)
 	}
-	if err := s.sweep(ctx); err != nil {
+	if err := s.numberLeftovers(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: open schema %q: number the events left without a number: %w", o.Schema, err)
 	}
@@ -233,127 +234,91 @@ func quoteLiteral(s string) string {
 func (s *Store) prepareSQL() {
 	s.channel = channelName(s.schema)
 	seq := quoteLiteral(s.quoted + ".events_seq")
-	pending := quoteLiteral(s.quoted + ".events_pending")
-	// An Append is two transactions (see the package documentation's
-	// Append). The first stores the batch, parallel to every other Append:
-	// insertSQL inserts the first copy of each key not stored yet, with a
-	// provisional, negative Seq, and statusSQL (or statusLaterSQL) judges
-	// every event and adds to the counters. The second, under the schema's
-	// advisory lock, numbers the events stored: numberSQL.
-	//
-	// beginSQL starts the first. Its set_config makes PostgreSQL run the
-	// statements of the transaction with their generic plans, made once per
-	// connection: with the default plan_cache_mode, PostgreSQL would plan
-	// them afresh for every small batch (the generic plan's estimate is
-	// for more events than that), which costs more than running them.
-	// set_config with is_local true lasts until the end of the transaction,
-	// as SET LOCAL does.
-	s.beginSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
-	// numberLockSQL begins the numbering transaction: it takes the append
-	// lock if an event of the batch's keys ($2, $3) has a provisional Seq,
-	// or if $4 (a sweep), and records in eventagg.numbering whether it did,
-	// which numberSQL, run next, requires. An Append whose events got their
-	// Seq in the fast path (below) needs no lock: it only reads them back.
-	// Each key is looked up by a scalar subquery, in the unique index.
-	//
-	// numberSQL runs with its generic plan too, and that plan must look
-	// events up in their indexes however few events the table held when
-	// it was made (once per connection): with sequential scans and hash or
-	// merge joins off, the planner picks index scans and nested loops,
-	// which is what numbering a few events among millions takes. The cost
-	// it then gives the one scan it cannot avoid (of a sequence) would
-	// pass jit_above_cost, and compiling the plan takes longer than
-	// running it: jit is off too.
-	s.numberLockSQL = s.expand(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
-	set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
-	set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true),
-	set_config('eventagg.numbering', CASE WHEN $4::bool OR EXISTS (
-		SELECT FROM unnest($2::text[], $3::text[]) AS k (topic, event_id)
-		WHERE (SELECT e.seq FROM {schema}.events e WHERE e.topic = k.topic AND e.event_id = k.event_id) < 0
-	) THEN (SELECT 'on' FROM (SELECT pg_advisory_xact_lock($1::int8)) l) ELSE 'off' END, true)`)
+	// An Append is one transaction (see the package documentation's
+	// Append), run alongside every other Append of every replica. beginSQL
+	// starts it: it takes the append lock shared, which only migrations
+	// (and replicas of older versions, which take it exclusive) wait for,
+	// and which tells listings that the Append may still commit (see
+	// watermark.go); and it gives the transaction its ID before any
+	// sequence number is drawn, for the same reason. Its set_config makes
+	// PostgreSQL run the statements of the transaction with their generic
+	// plans, made once per connection: with the default plan_cache_mode,
+	// PostgreSQL would plan them afresh for every small batch (the generic
+	// plan's estimate is for more events than that), which costs more
+	// than running them. set_config with is_local true lasts until the end
+	// of the transaction, as SET LOCAL does. Parameter: $1 the lock's key.
+	s.beginSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+	pg_advisory_xact_lock_shared($1::int8), pg_current_xact_id()`
 
 	// fastSQL (fastLaterSQL for batches with later copies of their keys)
-	// is the first transaction's statement when no other Append races it:
-	// it tries the append lock (pg_try_advisory_xact_lock, which does not
-	// wait), and if it gets it, reserves a block of sequence numbers, so
-	// that the events it stores get their Seq at once, as before schema
-	// version 5, and need no numbering; if not, they get a provisional Seq
-	// from events_pending in the order of the batch, for numberSQL. One
-	// statement then judges every event against the stored copy of its key
-	// in the statement's snapshot (scalar subqueries, in the unique index),
-	// inserts the first copy of each new key, in key order, and adds to the
-	// counters, as statusSQL describes. A key that another Append stored
-	// after the snapshot was taken makes the statement fail: with the lock,
-	// the plain insert (insl) with a unique violation; without it, the
-	// insert that skips stored keys (ins, ON CONFLICT DO NOTHING, which
-	// costs a record more per row in the WAL) stores fewer events than
-	// were judged new, and the statement fails with SQLSTATE EA001 (the
-	// function append_race). The transaction is rolled back, and Append
-	// runs insertSQL and statusSQL instead, whose two snapshots judge such
-	// a key right. A lock taken
-	// is held until the commit, which keeps the Seqs in commit order.
+	// is the statement of an Append's transaction when no other Append
+	// races it for a key. One statement judges every event against the
+	// stored copy of its key in the statement's snapshot (scalar
+	// subqueries, in the unique index), gives each first copy of a new key
+	// its Seq from events_seq, in the order of the batch, inserts them, in
+	// key order, adds to the counters, as statusSQL describes, and
+	// records whether it stored events, for notifySQL. A key that
+	// another Append stored after the snapshot was taken makes the
+	// statement fail with a unique violation of the keys (a plain insert
+	// costs less than ON CONFLICT, which writes a record more per row to
+	// the WAL; one that finds the key being inserted by an Append in flight
+	// waits for it, as ON CONFLICT would). The transaction is rolled back,
+	// and Append runs insertSQL and statusSQL instead, whose two snapshots
+	// judge such a key right.
 	//
 	// Parameters: $1 the number of first copies, $2-$7 their columns as
 	// insertSQL's, $8 RejectConflicts, $9 the counter shard, $10 the
-	// acceptance time, $11 the append lock's key; fastLaterSQL also
-	// $12-$16, as statusLaterSQL's $7-$11. It returns, for the events that
-	// are not duplicates, their ordinal, status, and Seq (0 if
-	// provisional, or for a conflict), after a first row (0, 0, 0, 1 if
-	// it notified, the number of the batch's keys whose stored copy has a
-	// provisional Seq: left by an Append that failed, which the
-	// numbering transaction then numbers). With the lock, it notifies the
-	// schema's channel if it stored events, as numberSQL does for those it
-	// numbers.
-	const fastFirst = `WITH t AS MATERIALIZED (
-	SELECT pg_try_advisory_xact_lock($11::int8) AS locked
-), b AS MATERIALIZED (
-	SELECT CASE WHEN t.locked THEN setval({seq}, nextval({seq}) + $1::int8 - 1) - $1::int8 END AS base FROM t
-), f AS MATERIALIZED (
-	SELECT f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash,
-		CASE WHEN (SELECT locked FROM t) THEN NULL ELSE -nextval({pending}) END AS pseq,
-		f.c % 10 AS status, f.c >= 10 AS provisional
+	// acceptance time; fastLaterSQL also $11-$15, as statusLaterSQL's
+	// $7-$11. It returns a first row (0, 0, 1), then, for the events that
+	// are not duplicates, their ordinal, status and Seq (0 for a
+	// conflict).
+	const fastFirst = `WITH f AS MATERIALIZED (
+	SELECT f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, f.status,
+		CASE WHEN f.status = 0 THEN nextval({seq}) END AS seq
 	FROM (SELECT f.*, coalesce((
 			SELECT CASE WHEN ` + storedDigest + ` = f.phash THEN 1 ELSE 2 END
-				+ CASE WHEN e.seq < 0 THEN 10 ELSE 0 END
-			FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 0) AS c
+			FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 0) AS status
 		FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[], $7::bytea[])
 			WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord) ORDER BY ord) f
 )`
-	fastWrite := countCTE(8, 9) + `, insl AS (
+	fastWrite := countCTE(8, 9) + `, ins AS (
 	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
-	SELECT b.base + f.ord, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
-	FROM b, f, rej WHERE b.base IS NOT NULL AND f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
+	SELECT f.seq, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
+	FROM f, rej WHERE f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
 	RETURNING 1
-), ins AS (
-	INSERT INTO {schema}.events (seq, topic, event_id, ts, source, payload, phash, accepted)
-	SELECT f.pseq, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash, $10::int8
-	FROM b, f, rej WHERE b.base IS NULL AND f.status = 0 AND NOT rej.rejected ORDER BY f.topic, f.event_id
-	ON CONFLICT (topic, event_id) DO NOTHING
-	RETURNING 1
-), ok AS MATERIALIZED (
-	SELECT CASE WHEN (SELECT count(*) FROM insl) + (SELECT count(*) FROM ins) = (SELECT count(*) FROM f, rej WHERE f.status = 0 AND NOT rej.rejected)
-		THEN true ELSE {schema}.append_race() END AS ok
 ), w AS MATERIALIZED (
-	SELECT pg_notify({channel}, {schemaname}) FROM t WHERE t.locked AND (SELECT count(*) FROM insl) > 0
+	SELECT set_config('eventagg.stored', CASE WHEN (SELECT count(*) FROM ins) > 0 THEN 'on' ELSE 'off' END, false)
+), sq AS MATERIALIZED (
+	SELECT array_agg(coalesce(seq, 0) ORDER BY ord) AS seqs FROM f -- without NULLs, an element is found at once
 )
-SELECT 0::int8, 0::int8, 0::int8, (SELECT count(*) FROM w), (SELECT count(*) FROM f WHERE f.provisional) FROM ok WHERE ok.ok
+SELECT 0::int8, 0::int8, (SELECT count(*) FROM w)
 UNION ALL
-SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN coalesce(b.base + o.ord, 0) ELSE 0 END, 0, 0
-FROM o, b, rej, ok WHERE ok.ok AND (o.status = 2 OR o.status = 0 AND NOT rej.rejected)`
+SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN (SELECT sq.seqs[o.ord] FROM sq) ELSE 0 END
+FROM o, rej WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
 	fast := func(sql string) string {
-		return s.expand(strings.NewReplacer("{seq}", seq, "{pending}", pending,
+		return s.expand(strings.NewReplacer("{seq}", seq,
 			"{channel}", quoteLiteral(s.channel), "{schemaname}", quoteLiteral(s.schema)).Replace(sql))
 	}
 	s.fastSQL = fast(fastFirst + firstOnly + fastWrite)
-	s.fastLaterSQL = fast(fastFirst + laterCTE(12) + fastWrite)
+	// notifySQL runs after the commit of an Append, in a transaction of
+	// its own, and notifies the schema's channel if the Append stored
+	// events (the append statements record it in the session's setting
+	// eventagg.stored). PostgreSQL commits the transactions that notify
+	// one at a time, in the whole cluster, holding a lock from before
+	// their commit record is written until it is flushed: Appends that
+	// notified in their own transaction would wait for each other's
+	// flush, where their commits are flushed together otherwise. This
+	// transaction writes nothing to the WAL, and holds that lock a moment.
+	s.notifySQL = `SELECT pg_notify(` + quoteLiteral(s.channel) + `, ` + quoteLiteral(s.schema) + `)
+	WHERE current_setting('eventagg.stored', true) = 'on'`
+	s.fastLaterSQL = fast(fastFirst + laterCTE(11) + fastWrite)
 
 	// insertSQL inserts the first copy of each key of a batch (driver.FirstInBatch)
 	// unless the key is stored, in one statement. Parameters: $1-$6 the
 	// columns of the first copies, phash being driver.PayloadHash of the
 	// payload; $7 the acceptance time of the batch, in nanoseconds. Each
-	// row gets as its provisional Seq the negated next value of
-	// events_pending, drawn in the order of the batch, so that numberSQL
-	// can number the batch in its order. The rows are inserted in key
+	// row gets its Seq from events_seq, drawn in the order of the batch
+	// (a key found stored leaves its number unused). The rows are inserted in key
 	// order: ON CONFLICT waits for a transaction that is inserting the same
 	// key, and two Appends inserting their keys in the same order cannot
 	// wait for each other in a cycle. A key stored by a transaction that
@@ -361,7 +326,7 @@ FROM o, b, rej, ok WHERE ok.ok AND (o.status = 2 OR o.status = 0 AND NOT rej.rej
 	// either (ON CONFLICT checks the index, not the snapshot): statusSQL,
 	// with a newer snapshot, judges the copy against it.
 	s.insertSQL = s.expand(`WITH f AS MATERIALIZED (
-	SELECT -nextval(` + pending + `) AS seq, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash
+	SELECT nextval(` + seq + `) AS seq, f.topic, f.event_id, f.ts, f.source, f.payload, f.phash
 	FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::bytea[], $6::bytea[])
 		WITH ORDINALITY AS f (topic, event_id, ts, source, payload, phash, ord) ORDER BY ord) f
 )
@@ -394,11 +359,13 @@ ON CONFLICT (topic, event_id) DO NOTHING`)
 	// o holds the status of every event. With $5, a conflict anywhere makes
 	// rej true; nothing is counted, and the caller rolls the transaction back.
 	//
-	// The statement returns, for the events that are not duplicates, the
-	// ordinal of their row (first copies 1..$1, later copies $1 + their
-	// ordinal) and their status.
+	// The statement records whether it stored events for notifySQL. It
+	// returns a first row (0, 0, 1), then, for the events
+	// that are not duplicates, the ordinal of their row (first copies
+	// 1..$1, later copies $1 + their ordinal), their status, and the Seq
+	// of those stored (0 for a conflict).
 	const first = `WITH f AS MATERIALIZED (
-	SELECT f.ord, f.topic, coalesce((
+	SELECT f.ord, f.topic, f.event_id, coalesce((
 		SELECT CASE
 			WHEN e.xmin = pg_current_xact_id_if_assigned()::xid THEN 0
 			WHEN ` + storedDigest + ` = f.phash THEN 1
@@ -406,69 +373,19 @@ ON CONFLICT (topic, event_id) DO NOTHING`)
 		FROM {schema}.events e WHERE e.topic = f.topic AND e.event_id = f.event_id), 1) AS status
 	FROM unnest($2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS f (topic, event_id, phash, ord)
 )`
-	const answer = `
-SELECT o.ord, o.status FROM o, rej
-WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
-	s.statusSQL = s.expand(first + firstOnly + countCTE(5, 6) + answer)
-	s.statusLaterSQL = s.expand(first + laterCTE(7) + countCTE(5, 6) + answer)
-
-	// numberSQL runs after numberLockSQL, in a transaction of its own
-	// after the Append's has committed, and gives the events stored and
-	// not numbered yet their Seq, in the order of their provisional
-	// numbers, from a block reserved from events_seq; it notifies the
-	// schema's channel if it numbered any. The events it numbers are those
-	// of the batch's keys (the first copies, $2 and $3) that are not
-	// numbered, the Append's own and any another Append stored, and every
-	// event not numbered whose provisional number lies after $1 and among
-	// the $4 latest (events_pending's last value down): so that one
-	// numbering serves the Appends that committed while the previous one
-	// waited for its commit, and those find their events numbered. A
-	// sweep passes $1 = 0, to number the events that Appends which failed
-	// between their two transactions left without a number.
-	//
-	// The batch's keys are looked up in the unique index of the keys: its
-	// Seq, compared as seq + 0, is no condition that could make the
-	// generic plan, made when the table held few events, look a key up in
-	// the index of (topic, seq) instead and scan every event of the topic.
-	//
-	// It returns a first row (0, events_pending's last value, 1 if it
-	// notified), then a row per first copy of the batch whose key is
-	// stored: its ordinal and the Seq of the stored copy, which it gave
-	// (p keeps the ordinal of the batch's keys) or another numbering did.
-	s.numberSQL = s.expand(`WITH hi AS MATERIALIZED (
-	SELECT last_value AS l FROM ` + s.quoted + `.events_pending
-), p AS MATERIALIZED (
-	SELECT DISTINCT ON (seq) seq, ord FROM (
-		SELECT seq, NULL::int8 AS ord FROM {schema}.events
-		WHERE seq >= -(SELECT l FROM hi) AND seq < -greatest($1::int8, (SELECT l FROM hi) - $4::int8)
-		UNION ALL
-		SELECT e.seq, k.ord FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (topic, event_id, ord)
-		JOIN {schema}.events e ON e.topic = k.topic AND e.event_id = k.event_id WHERE e.seq + 0 < 0
-	) p WHERE current_setting('eventagg.numbering', true) = 'on' ORDER BY seq, ord NULLS LAST
-), b AS MATERIALIZED (
-	SELECT setval(` + seq + `, nextval(` + seq + `) + count(*) - 1) - count(*) AS base FROM p HAVING count(*) > 0
-), n AS MATERIALIZED (
-	SELECT p.seq AS old, p.ord, b.base + row_number() OVER (ORDER BY p.seq DESC) AS new FROM p, b
-), u AS (
-	UPDATE {schema}.events e SET seq = n.new FROM n WHERE e.seq = n.old
-), w AS (
-	SELECT pg_notify(` + quoteLiteral(s.channel) + `, ` + quoteLiteral(s.schema) + `) FROM b
+	const answer = `, nw AS MATERIALIZED (
+	SELECT set_config('eventagg.stored', CASE WHEN EXISTS (SELECT FROM o, rej WHERE o.status = 0 AND NOT rej.rejected)
+		THEN 'on' ELSE 'off' END, false)
 )
-SELECT 0::int8, (SELECT l FROM hi), (SELECT count(*) FROM w)
+SELECT 0::int8, 0::int8, (SELECT count(*) FROM nw)
 UNION ALL
-SELECT ord, new, 0 FROM n WHERE ord IS NOT NULL
-UNION ALL
-SELECT k.ord, e.seq, 0 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (topic, event_id, ord)
-JOIN {schema}.events e ON e.topic = k.topic AND e.event_id = k.event_id WHERE e.seq + 0 > 0`)
-	// Listings start after the events that have left (the retention row's
-	// payloads, read in the listing's snapshot): a cursor at one of them
-	// goes on from the next event that is still there.
-	const (
-		cols  = `SELECT seq, topic, event_id, ts, source, payload FROM {schema}.events `
-		after = `seq > greatest($1::int8, (SELECT payloads FROM {schema}.retention)) `
-	)
-	s.listSQL = s.expand(cols + `WHERE ` + after + `ORDER BY seq LIMIT $2`)
-	s.listTopicSQL = s.expand(cols + `WHERE topic = $3 AND ` + after + `ORDER BY seq LIMIT $2`)
+SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN (
+	SELECT e.seq FROM {schema}.events e WHERE e.topic = o.topic AND e.event_id = o.event_id) ELSE 0 END
+FROM o, rej WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
+	s.statusSQL = fast(first + firstOnly + countCTE(5, 6) + answer)
+	s.statusLaterSQL = fast(first + laterCTE(7) + countCTE(5, 6) + answer)
+
+	s.prepareWatermark(seq)
 	s.statsSQL = s.expand(`SELECT topic, sum(received)::int8, sum(unique_processed)::int8,
 	sum(duplicate_dropped)::int8, sum(conflicts)::int8, sum(expired)::int8 FROM {schema}.counters GROUP BY topic`)
 	// The totals come first, with a NULL topic, then the page of topics.
@@ -479,7 +396,7 @@ SELECT NULL::text, count(*)::int8, coalesce(sum(r), 0)::int8, coalesce(sum(u), 0
 UNION ALL
 (SELECT topic, 0, r, u, d, c, x FROM t WHERE topic > $1 ORDER BY topic LIMIT $2)`)
 	s.expireSQL = s.expand(strings.NewReplacer("{maxint}", strconv.FormatInt(math.MaxInt64, 10),
-		"{shard}", strconv.Itoa(expireShard)).Replace(expireSQL))
+		"{shard}", strconv.Itoa(expireShard), "{watermark}", watermarkExpr(4)).Replace(expireSQL))
 	s.lockRetentionSQL = s.expand(lockRetentionSQL)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
 	s.prepareClaims()
@@ -498,7 +415,7 @@ const storedDigest = `coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::by
 // of its keys. Its condition on ord, always true, gives $1 its type in the
 // statements that would not use it otherwise.
 const firstOnly = `, o AS NOT MATERIALIZED (
-	SELECT ord, topic, status FROM f WHERE ord <= $1::int8
+	SELECT ord, topic, event_id, status FROM f WHERE ord <= $1::int8
 )`
 
 // laterCTE returns the CTEs that judge the later copies of the batch's
@@ -512,7 +429,7 @@ func laterCTE(p int) string {
 	return strings.NewReplacer("$p0", param(p), "$p1", param(p+1), "$p2", param(p+2), "$p3", param(p+3), "$p4", param(p+4)).Replace(`, fs AS MATERIALIZED (
 	SELECT array_agg(status ORDER BY ord) AS status FROM f
 ), l AS MATERIALIZED (
-	SELECT $1::int8 + l.ord AS ord, l.topic, CASE
+	SELECT $1::int8 + l.ord AS ord, l.topic, l.event_id, CASE
 		WHEN l.same THEN CASE (SELECT fs.status[l.first] FROM fs) WHEN 2 THEN 2 ELSE 1 END
 		ELSE coalesce((
 			SELECT CASE WHEN ` + storedDigest + ` = l.phash THEN 1 ELSE 2 END
@@ -521,7 +438,7 @@ func laterCTE(p int) string {
 	FROM unnest($p0::text[], $p1::text[], $p2::int8[], $p3::bool[], $p4::bytea[])
 		WITH ORDINALITY AS l (topic, event_id, first, same, phash, ord)
 ), o AS MATERIALIZED (
-	SELECT ord, topic, status FROM f UNION ALL SELECT ord, topic, status FROM l
+	SELECT ord, topic, event_id, status FROM f UNION ALL SELECT ord, topic, event_id, status FROM l
 )`)
 }
 
@@ -552,26 +469,21 @@ func param(n int) string { return "$" + strconv.Itoa(n) }
 // Schema returns the name of the schema that holds the store's tables.
 func (s *Store) Schema() string { return s.schema }
 
-// Append implements [eventagg.Store.Append] in one or two transactions, in
-// one round trip each, and runs alongside the Appends of every replica (see
-// the package documentation's Append). The first tries the schema's
-// append lock without waiting; it inserts the first copy of each key not
-// stored yet (ON CONFLICT on the key), with its Seq if it got the lock and
-// a provisional one if not, judges every event of the batch against the
-// stored copy of its key (comparing their payloads' digests), adds to one
-// counter shard of each topic, and commits. Only if its events have a
-// provisional Seq, the second waits for the append lock and gives them
-// their Seq, in the order of the batch, together with the events that
-// other Appends committed meanwhile, and notifies the schema's channel for
-// [Store.Watch]. Append returns after PostgreSQL acknowledged the commits.
-// With opts.RejectConflicts, a batch holding a conflict stores and counts
-// nothing, and Append returns a [*eventagg.ConflictError].
+// Append implements [eventagg.Store.Append] in one transaction, in one
+// round trip, alongside the Appends of every replica (see the package
+// documentation's Append): it takes the schema's append lock shared, which
+// no other Append waits for; inserts the first copy of each key not stored
+// yet (ON CONFLICT on the key), with its Seq from events_seq; judges every
+// event of the batch against the stored copy of its key (comparing their
+// payloads' digests); adds to one counter shard of each topic; notifies
+// the schema's channel for [Store.Watch]; and commits. Append returns
+// after PostgreSQL acknowledged the commit. With opts.RejectConflicts, a
+// batch holding a conflict stores and counts nothing, and Append returns
+// a [*eventagg.ConflictError].
 //
-// If the connection fails or ctx ends while a commit is in flight, Append
-// returns an error although the batch may have been stored; see the package
-// documentation. Events stored by an Append that failed before numbering
-// them are numbered by the next Append of one of their keys, or by a sweep
-// (see the package documentation's Append).
+// If the connection fails or ctx ends while the commit is in flight,
+// Append returns an error although the batch may have been stored; see the
+// package documentation.
 func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventagg.AppendOptions) ([]eventagg.Outcome, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -593,24 +505,13 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 	b := newAppendBatch(events)
 	var q pgx.Batch
 	q.Queue("BEGIN")
-	var left bool
-	s.queueFast(&q, b, events, opts, outcomes, &left)
+	s.queueFast(&q, b, events, opts, outcomes)
 	q.Queue("COMMIT")
+	q.Queue(s.notifySQL)
 	err = s.send(ctx, conn, &q)
 	if !raced(err) {
 		if err != nil {
 			return nil, err
-		}
-		// The second transaction only if the events stored have a
-		// provisional Seq (another Append held the lock), a key of the
-		// batch was left so, or for a sweep.
-		provisional := slices.ContainsFunc(outcomes, func(o eventagg.Outcome) bool { return o.Status == eventagg.Stored && o.Seq == 0 })
-		if sweep := s.sweepDue(); provisional || left || sweep {
-			q = pgx.Batch{}
-			s.queueNumber(&q, b, outcomes, sweep)
-			if err := s.send(ctx, conn, &q); err != nil {
-				return nil, err
-			}
 		}
 		return outcomes, s.finish(events, outcomes, opts)
 	}
@@ -625,12 +526,11 @@ func (s *Store) Append(ctx context.Context, events []eventagg.Event, opts eventa
 }
 
 // storeSlow runs q, which holds BEGIN and the statements the caller
-// queued after it, followed by the two-statement first transaction of an
-// Append of events (see queueStore), then commits it and numbers the
-// events stored. The first transaction is rolled back instead if opts
-// rejects a conflict, or if check, which runs once q's answers are in and
-// may be nil, returns an error: storeSlow then returns that error. Only
-// then does the commit take a round trip of its own.
+// queued after it, followed by the two statements of an Append of events
+// (see queueStore), then commits. The transaction is rolled back instead
+// if opts rejects a conflict, or if check, which runs once q's answers are
+// in and may be nil, returns an error: storeSlow then returns that error.
+// Only then does the commit take a round trip of its own.
 func (s *Store) storeSlow(ctx context.Context, conn *pgxpool.Conn, q *pgx.Batch, b *appendBatch, events []eventagg.Event,
 	opts eventagg.AppendOptions, outcomes []eventagg.Outcome, check func() error) error {
 	s.queueStore(q, b, events, opts, outcomes)
@@ -649,7 +549,7 @@ func (s *Store) storeSlow(ctx context.Context, conn *pgxpool.Conn, q *pgx.Batch,
 		*q = pgx.Batch{}
 	}
 	q.Queue("COMMIT")
-	s.queueNumber(q, b, outcomes, s.sweepDue())
+	q.Queue(s.notifySQL)
 	if err := s.send(ctx, conn, q); err != nil {
 		return err
 	}
@@ -657,18 +557,14 @@ func (s *Store) storeSlow(ctx context.Context, conn *pgxpool.Conn, q *pgx.Batch,
 }
 
 // raced reports whether err is the failure of the fast statement when
-// another Append stored a key of the batch after its snapshot was taken:
-// SQLSTATE EA001 (append_race) from the insert that skips keys stored
-// meanwhile, or a unique violation of the keys from the one that does not.
+// another Append stored a key of the batch after its snapshot was taken: a
+// unique violation of the keys.
 func raced(err error) bool {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
-	}
-	return pgErr.Code == "EA001" || pgErr.Code == "23505" && pgErr.ConstraintName == "events_topic_event_id_key"
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_topic_event_id_key"
 }
 
-// finish returns the error of an Append whose transactions ran: a
+// finish returns the error of an Append whose transaction ran: a
 // [*eventagg.ConflictError] if opts.RejectConflicts rejected the batch,
 // and an error if an event stored has no Seq.
 func (s *Store) finish(events []eventagg.Event, outcomes []eventagg.Outcome, opts eventagg.AppendOptions) error {
@@ -678,44 +574,50 @@ func (s *Store) finish(events []eventagg.Event, outcomes []eventagg.Outcome, opt
 	return numbered(outcomes)
 }
 
-// queueFast queues on q, after the caller's BEGIN, the fast statement of
-// an Append's first transaction (see fastSQL). Once q has run, outcomes
-// holds the status of every event and the Seq of those stored, but for
-// those with a provisional Seq, which [Store.queueNumber]'s statement sets;
-// *left tells whether a key of the batch is stored with a provisional Seq
-// by an Append that failed before numbering it.
-func (s *Store) queueFast(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome, left *bool) {
-	accepted := startStore(q, s.beginSQL, outcomes, opts)
+// queueFast queues on q, after the caller's BEGIN, the statements of an
+// Append's transaction on its fast path (beginSQL, fastSQL). Once q has
+// run, outcomes holds the status of every event and the Seq of those
+// stored.
+func (s *Store) queueFast(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome) {
+	accepted := s.startStore(q, outcomes, opts)
 	sql, args := s.fastSQL, []any{int64(len(b.first)), b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes,
-		opts.RejectConflicts, int32(rand.IntN(s.shards)), accepted, s.lockKey}
+		opts.RejectConflicts, int32(rand.IntN(s.shards)), accepted}
 	if len(b.later) > 0 {
 		sql, args = s.fastLaterSQL, append(args, b.laterArgs()...)
 	}
-	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+	q.Queue(sql, args...).Query(b.judge(outcomes))
+}
+
+// judge returns the reader of the rows of an append statement: for each
+// event that is not a duplicate, its ordinal, status and Seq, after a
+// first row of ordinal 0, which is skipped.
+func (b *appendBatch) judge(outcomes []eventagg.Outcome) func(pgx.Rows) error {
+	return func(rows pgx.Rows) error {
 		for rows.Next() {
-			var ord, status, seq, notified, provisional int64
-			if err := rows.Scan(&ord, &status, &seq, &notified, &provisional); err != nil {
+			var ord, status, seq int64
+			if err := rows.Scan(&ord, &status, &seq); err != nil {
 				return err
 			}
 			if ord == 0 {
-				*left = provisional > 0
-			} else if err := b.judged(outcomes, ord, status, seq); err != nil {
+				continue
+			}
+			if err := b.judged(outcomes, ord, status, seq); err != nil {
 				return err
 			}
 		}
 		return rows.Err()
-	})
+	}
 }
 
-// startStore queues beginSQL, the first statement of an Append's first
+// startStore queues beginSQL, the first statement of an Append's
 // transaction after BEGIN, and makes every outcome a duplicate until the
 // statement that judges the batch says otherwise. It returns the batch's
 // acceptance time, in nanoseconds.
-func startStore(q *pgx.Batch, beginSQL string, outcomes []eventagg.Outcome, opts eventagg.AppendOptions) int64 {
+func (s *Store) startStore(q *pgx.Batch, outcomes []eventagg.Outcome, opts eventagg.AppendOptions) int64 {
 	for i := range outcomes {
 		outcomes[i] = eventagg.Outcome{Status: eventagg.Duplicate}
 	}
-	q.Queue(beginSQL)
+	q.Queue(s.beginSQL, s.lockKey)
 	if opts.AcceptedAt.IsZero() {
 		return nanos(time.Now())
 	}
@@ -746,38 +648,25 @@ func abort(ctx context.Context, conn *pgxpool.Conn) {
 	}
 }
 
-// queueStore queues on q the first transaction of an Append of events,
-// which must not be empty, up to its commit, after the caller's BEGIN: the
+// queueStore queues on q the statements of an Append of events, which
+// must not be empty, up to its commit, after the caller's BEGIN: the
 // insert of the new keys, and the statement that judges every event and
-// counts them. Once q
-// has run, outcomes, which has an entry per event, holds their statuses;
-// the Seq of those stored comes from [Store.queueNumber]'s statement.
-// [Store.Complete] queues its own statement before.
+// counts them. Once q has run, outcomes, which has an entry per event,
+// holds their statuses and the Seq of those stored. [Store.Complete]
+// queues its own statement before.
 func (s *Store) queueStore(q *pgx.Batch, b *appendBatch, events []eventagg.Event, opts eventagg.AppendOptions, outcomes []eventagg.Outcome) {
-	accepted := startStore(q, s.beginSQL, outcomes, opts)
+	accepted := s.startStore(q, outcomes, opts)
 	q.Queue(s.insertSQL, b.topics, b.ids, b.ts, b.sources, b.payloads, b.hashes, accepted)
 	sql, args := s.statusSQL, []any{int64(len(b.first)), b.topics, b.ids, b.hashes,
 		opts.RejectConflicts, int32(rand.IntN(s.shards))}
 	if len(b.later) > 0 {
 		sql, args = s.statusLaterSQL, append(args, b.laterArgs()...)
 	}
-	q.Queue(sql, args...).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var ord, status int64
-			if err := rows.Scan(&ord, &status); err != nil {
-				return err
-			}
-			if err := b.judged(outcomes, ord, status, 0); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
-	})
+	q.Queue(sql, args...).Query(b.judge(outcomes))
 }
 
 // judged records in outcomes the status (0 stored, 2 conflict) and Seq
-// (0 if not known yet) that a statement returned for the event of ordinal
-// ord of the batch.
+// that a statement returned for the event of ordinal ord of the batch.
 func (b *appendBatch) judged(outcomes []eventagg.Outcome, ord, status, seq int64) error {
 	i, ok := b.index(ord)
 	if !ok {
@@ -797,82 +686,15 @@ func (b *appendBatch) laterArgs() []any {
 	return []any{b.laterTopics, b.laterIDs, b.laterFirst, b.laterSame, b.laterHashes}
 }
 
-// queueNumber queues on q the second transaction of an Append: the append
-// lock and the numbering of the events stored (see numberSQL), which sets
-// the Seq of the outcomes stored. b is the Append's batch, or nil for a
-// sweep.
-func (s *Store) queueNumber(q *pgx.Batch, b *appendBatch, outcomes []eventagg.Outcome, sweep bool) {
-	low, span := s.numbered.Load(), int64(numberSpan)
-	if sweep {
-		low, span = 0, sweepSpan
-	}
-	if b == nil { // Open's sweep: every provisional number
-		span = math.MaxInt64
-	}
-	var topics, ids []string
-	if b != nil {
-		topics, ids = b.topics, b.ids
-	}
-	q.Queue(s.numberLockSQL, s.lockKey, topics, ids, sweep)
-	q.Queue(s.numberSQL, low, topics, ids, span).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var ord, seq, notified int64
-			if err := rows.Scan(&ord, &seq, &notified); err != nil {
-				return err
-			}
-			if ord == 0 {
-				for w := s.numbered.Load(); seq > w && !s.numbered.CompareAndSwap(w, seq); w = s.numbered.Load() {
-				}
-				continue
-			}
-			if ord < 1 || b == nil || ord > int64(len(b.first)) {
-				return fmt.Errorf("postgres: numbering returned ordinal %d", ord)
-			}
-			if o := &outcomes[b.first[ord-1]]; o.Status == eventagg.Stored {
-				o.Seq = seq
-			}
-		}
-		return rows.Err()
-	})
-}
-
-// How far numberings look for events with a provisional number besides
-// their batch's (see numberSQL): an Append's numbering, among the
-// numberSpan latest provisional numbers after the last this replica's
-// numbering saw; a sweep, which an Append runs at most every sweepEvery,
-// among the sweepSpan latest; Open's sweep, among all of them.
-const (
-	numberSpan = 100_000
-	sweepSpan  = 1_000_000
-	sweepEvery = 30 * time.Second
-)
-
-// sweepDue reports whether an Append should sweep now, and if so makes the
-// next sweep due sweepEvery later.
-func (s *Store) sweepDue() bool {
-	last, now := s.swept.Load(), time.Now().UnixNano()
-	return now-last >= int64(sweepEvery) && s.swept.CompareAndSwap(last, now)
-}
-
-// numbered returns an error if an outcome stored has no Seq: its event was
-// removed before it could be numbered, which only a retention that expires
-// events as soon as they are stored could do.
+// numbered returns an error if an outcome stored has no Seq, which would
+// be a fault of the statements.
 func numbered(outcomes []eventagg.Outcome) error {
 	for i, o := range outcomes {
 		if o.Status == eventagg.Stored && o.Seq <= 0 {
-			return fmt.Errorf("postgres: event %d of the batch was stored, and removed before it was numbered", i)
+			return fmt.Errorf("postgres: event %d of the batch was stored without a Seq", i)
 		}
 	}
 	return nil
-}
-
-// sweep numbers every event stored and left without a number by an Append
-// that failed between its two transactions.
-func (s *Store) sweep(ctx context.Context) error {
-	var q pgx.Batch
-	s.queueNumber(&q, nil, nil, true)
-	s.swept.Store(time.Now().UnixNano())
-	return s.pool.SendBatch(ctx, &q).Close()
 }
 
 // rejected returns a [*eventagg.ConflictError] naming the first conflict
@@ -1005,49 +827,6 @@ func (s *Store) Events(ctx context.Context, q eventagg.Query) iter.Seq2[eventagg
 	return driver.Paginate(q, pageSize, func(dst []eventagg.Event, after int64, n int) ([]eventagg.Event, error) {
 		return s.page(ctx, dst, q.Topic, after, n)
 	})
-}
-
-// page appends to dst up to n events with a Seq above after, stopping once
-// their payloads reach eventagg.PageBytes.
-func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, after int64, n int) ([]eventagg.Event, error) {
-	if err := ctx.Err(); err != nil {
-		return dst, err
-	}
-	if s.closed.Load() {
-		return dst, eventagg.ErrClosed
-	}
-	var (
-		rows pgx.Rows
-		err  error
-	)
-	if topic == "" {
-		rows, err = s.pool.Query(ctx, s.listSQL, after, n)
-	} else {
-		rows, err = s.pool.Query(ctx, s.listTopicSQL, after, n, topic)
-	}
-	if err != nil {
-		return dst, s.fail(ctx, err)
-	}
-	defer rows.Close()
-	size := 0
-	for size < eventagg.PageBytes && rows.Next() {
-		var (
-			e       eventagg.Event
-			ns      int64
-			payload []byte
-		)
-		if err := rows.Scan(&e.Seq, &e.Topic, &e.EventID, &ns, &e.Source, &payload); err != nil {
-			return dst, err
-		}
-		e.Timestamp = driver.FromNanos(ns)
-		e.Payload = payload
-		dst = append(dst, e)
-		size += len(payload)
-	}
-	if err := rows.Err(); err != nil {
-		return dst, s.fail(ctx, err)
-	}
-	return dst, nil
 }
 
 // Stats implements [eventagg.Store.Stats]: one query sums the counter shards

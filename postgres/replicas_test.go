@@ -27,12 +27,13 @@ import (
 // with random pauses between their appends and commits delayed by 0 to 7
 // ms depending on the replica, and another session holds a
 // write transaction open for two seconds, readers paging with Query.After
-// see every stored event exactly once and in increasing Seq order. Were
-// Seqs given outside the append lock, a transaction holding lower sequence
-// numbers could commit after one holding higher numbers, and a reader
-// whose cursor passed the higher ones would skip the lower ones for ever.
-// The writers share keys, so that their Appends race on them (the path of
-// append_race) as well as numbering each other's events.
+// see every stored event exactly once and in increasing Seq order. The
+// Appends draw their Seqs as they go and commit out of order: a listing
+// that showed events above the watermark (see watermark.go) would show a
+// higher Seq before a lower one commits, and a reader whose cursor passed
+// it would skip the lower one for ever. The held transaction is not an
+// Append: it holds no listing back. The writers share keys, so that their
+// Appends race on them (the slow path).
 func TestListingUnderConcurrentWriters(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
@@ -448,9 +449,9 @@ func mustNew(tb testing.TB, s eventagg.Store) *eventagg.Aggregator {
 // counter row, which the test holds locked, as a slow disk or a busy row
 // would make it wait), replica B's Append of another topic stores and
 // counts its event, committed, before A's ends. Under a lock held across
-// every Append, B would wait for A from the start. Once A goes on, both
-// are listed exactly once, in Seq order, A's first: B's event got its Seq
-// once A's commit had released the append lock.
+// every Append (schema version 4), B would wait for A from the start. Once
+// A goes on, both are listed exactly once, in Seq order, A's first: A drew
+// its Seq before it waited.
 func TestAppendsOverlap(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
@@ -485,7 +486,7 @@ func TestAppendsOverlap(t *testing.T) {
 		seqs[i] = r.outcomes[0].Seq
 	}
 	if seqs[0] >= seqs[1] {
-		t.Errorf("A's event has Seq %d, B's %d: B's was numbered before A's commit", seqs[0], seqs[1])
+		t.Errorf("A's event has Seq %d, B's %d: A's should have been drawn first", seqs[0], seqs[1])
 	}
 	var got []string
 	for _, e := range listAll(t, b, eventagg.Query{After: 0}) {
@@ -611,64 +612,12 @@ func lockCounters(t *testing.T, dsn, q, topic string) pgx.Tx {
 	return tx
 }
 
-// TestAppendWithTheLockRacesAnotherOfTheSameKey is the race of
-// TestAppendRacesAnotherOfTheSameKey the other way round: the Append that
-// holds the append lock (A) inserts a key that an Append without it (B,
-// which found the lock taken by a third, X) is inserting. A's insert waits
-// for B's transaction and, once B commits, fails on the unique index; A
-// is judged again, a conflict, and counted once.
-func TestAppendWithTheLockRacesAnotherOfTheSameKey(t *testing.T) {
-	dsn := testDSN(t)
-	schema := newSchema(t, dsn)
-	q := pgx.Identifier{schema}.Sanitize()
-	a, b, x := openOneShard(t, dsn, schema), openOneShard(t, dsn, schema), openOneShard(t, dsn, schema)
-	appendStatuses(t, a, event("t", "0"), event("x", "0")) // makes the counter rows
-
-	waiting := func(n int64) {
-		t.Helper()
-		awaitCount(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE `+quote("%"+q+"%"), n,
-			fmt.Sprintf("%d statements of the schema wait for a lock", n))
-	}
-	holdX, holdT := lockCounters(t, dsn, q, "x"), lockCounters(t, dsn, q, "t")
-	fromX := appendAsync(t, x, event("x", "1")) // takes the append lock, held at its counter row
-	waiting(1)
-	k := event("t", "k")
-	fromB := appendAsync(t, b, k) // no lock: k inserted with a provisional Seq, held at its counter row
-	waiting(2)
-	holdX.Rollback(context.Background())
-	if r := <-fromX; r.err != nil {
-		t.Fatalf("X's Append error: %v", r.err)
-	}
-	fromA := appendAsync(t, a, withPayload(k, `{"other":true}`)) // takes the lock, waits for B's k
-	waiting(2)
-	holdT.Rollback(context.Background())
-	rb, ra := <-fromB, <-fromA
-	if rb.err != nil || ra.err != nil {
-		t.Fatalf("Append errors: B %v, A %v", rb.err, ra.err)
-	}
-	if rb.outcomes[0].Status != eventagg.Stored || rb.outcomes[0].Seq <= 0 {
-		t.Errorf("B's Append = %+v, want stored with a Seq", rb.outcomes)
-	}
-	if diff := cmp.Diff([]eventagg.Status{C}, statuses(ra.outcomes)); diff != "" {
-		t.Errorf("A's Append (-want +got):\n%s", diff)
-	}
-	st, err := a.Stats(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (eventagg.Counts{Received: 5, UniqueProcessed: 4, DuplicateDropped: 1, Conflicts: 1, Stored: 4}); st.Counts != want {
-		t.Errorf("Stats().Counts = %+v, want %+v", st.Counts, want)
-	}
-	if got := listAll(t, a, eventagg.Query{Topic: "t"}); len(got) != 2 || string(got[1].Payload) != string(k.Payload) {
-		t.Errorf("Events(t) = %+v, want t/0 and B's copy of k", got)
-	}
-}
-
-// TestEventsLeftWithoutANumberAreNumbered stores events as an Append that
-// failed between its two transactions leaves them: committed with a
-// provisional Seq, not listable. A resend of one of their keys numbers it
-// (as a duplicate), with the other provisional events of its range; Open
-// numbers every one left.
+// TestEventsLeftWithoutANumberAreNumbered checks what a replica of the
+// version before does to a schema this one opens: it stored events with a
+// provisional, negative Seq and numbered them in a second transaction,
+// which may have failed. Open numbers them, after the events already
+// numbered and in the order of their provisional numbers; until then they
+// are not listed, and a resend of their key is a duplicate.
 func TestEventsLeftWithoutANumberAreNumbered(t *testing.T) {
 	dsn := testDSN(t)
 	schema := newSchema(t, dsn)
@@ -688,18 +637,19 @@ func TestEventsLeftWithoutANumberAreNumbered(t *testing.T) {
 		}
 		return out
 	}
-	leave("resent")
+	leave("first")
+	leave("second")
 	if diff := cmp.Diff([]string{"0"}, ids(s)); diff != "" {
 		t.Errorf("Events() before (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]eventagg.Status{D}, appendStatuses(t, s, event("t", "resent"))); diff != "" {
+	if diff := cmp.Diff([]eventagg.Status{D}, appendStatuses(t, s, event("t", "first"))); diff != "" {
 		t.Errorf("resend (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"0", "resent"}, ids(s)); diff != "" {
-		t.Errorf("Events() after the resend (-want +got):\n%s", diff)
-	}
-	leave("opened")
-	if diff := cmp.Diff([]string{"0", "resent", "opened"}, ids(MustOpen(t, dsn, schema))); diff != "" {
+	if diff := cmp.Diff([]string{"0", "first", "second"}, ids(MustOpen(t, dsn, schema))); diff != "" {
 		t.Errorf("Events() after Open (-want +got):\n%s", diff)
+	}
+	appendStatuses(t, s, event("t", "1"))
+	if diff := cmp.Diff([]string{"0", "first", "second", "1"}, ids(s)); diff != "" {
+		t.Errorf("Events() after a new event (-want +got):\n%s", diff)
 	}
 }

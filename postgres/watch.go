@@ -58,6 +58,8 @@ func channelName(schema string) string {
 // MaxConns. On it, Watch LISTENs on the channel of the schema, then
 // calls changed once, as events may have been stored before it listened;
 // it checks the connection when it has received no notification for 30s.
+// While listings are held back by an Append in flight (see
+// [Store.StoreMetrics]), it also calls changed every 50 ms.
 // When the connection fails, Watch reconnects after a pause that starts at
 // 100 ms and doubles up to 5 s, and calls changed once it listens again, as
 // it cannot tell which notifications it missed. If it cannot reconnect
@@ -126,23 +128,35 @@ func (s *Store) listen(ctx context.Context, changed func()) (listened bool, err 
 		return false, err
 	}
 	changed()
+	heard := time.Now() // when the connection last proved up
 	for {
-		wctx, cancel := context.WithTimeout(ctx, watchIdle)
+		// The wait is short, so that while listings are held back, when no
+		// notification may come as the Append that holds them back ends,
+		// the callers are woken to list again every heldBackPoll.
+		wctx, cancel := context.WithTimeout(ctx, heldBackPoll)
 		n, err := conn.WaitForNotification(wctx)
 		idle := wctx.Err() != nil && ctx.Err() == nil
 		cancel()
 		switch {
 		case err == nil:
+			heard = time.Now()
 			if n.Channel == s.channel && n.Payload == s.schema {
 				changed()
 			}
 		case idle && errors.Is(err, context.DeadlineExceeded):
+			if s.heldBack.Load() != 0 {
+				changed()
+			}
+			if time.Since(heard) < watchIdle {
+				continue
+			}
 			pctx, cancel := context.WithTimeout(ctx, watchTimeout)
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil {
 				return true, err
 			}
+			heard = time.Now()
 		default:
 			return true, err
 		}

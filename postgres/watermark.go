@@ -1,0 +1,296 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/eventagg/eventagg"
+	"github.com/eventagg/eventagg/driver"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Listings never skip: the watermark.
+//
+// Appends run at once and draw their Seqs from events_seq as they go, so
+// they commit out of the order of their Seqs: while an Append that drew
+// 10 is in flight, one that drew 11 may commit. A listing that showed 11
+// and moved its cursor past it would never show 10. So a listing shows
+// only the events up to a watermark: a Seq below which no Append can
+// still commit an event.
+//
+// A listing finds it in three statements, which run in one round trip
+// (each statement of a batch takes a fresh snapshot, as the connection's
+// isolation is read committed):
+//
+//  1. sampleSeqSQL reads v, the last value that events_seq gave out. Every
+//     Seq up to v was drawn before, by an Append that then held the
+//     append lock (shared) and had its transaction ID, as beginSQL takes
+//     both before a number is drawn.
+//  2. sampleHoldersSQL reads, after that, the transaction IDs of the
+//     Appends that hold the append lock (pg_locks). Those that drew the
+//     Seqs up to v are among them, or they ended before.
+//  3. The listing statement, whose snapshot is later still, takes v as
+//     its watermark if none of those transactions is in progress in its
+//     snapshot (pg_current_snapshot): each has then committed or rolled
+//     back, and its events are in the snapshot or never will be. If one
+//     is, the watermark stays where an earlier listing left it (safe).
+//
+// Samples 1 and 2 are kept in the connection's settings, which statement 3
+// reads, so that the three need no round trip between them. When a page
+// comes out short and held back (the watermark below v), the listing runs
+// statement 3 again, after pauses that grow from 200µs to 20ms, until the
+// Appends that were in flight when it began have ended or listWait has
+// passed: a listing shows every event acknowledged before it began unless
+// an Append stays in flight longer than that. Then it returns what it may
+// show, and the store counts itself held back (StoreMetrics) until a
+// listing is not, and Watch wakes its callers every heldBackPoll meanwhile,
+// as no notification may come when the Append ends.
+//
+// Only Appends to the schema hold listings back: not other transactions of
+// the cluster, as a filter on the snapshot's xmin would.
+const (
+	listWait     = time.Second
+	heldBackPoll = 50 * time.Millisecond
+)
+
+// The settings that hold a listing's sample between its statements.
+const (
+	settingSeq     = "eventagg.sample_seq"
+	settingHolders = "eventagg.sample_holders"
+)
+
+// watermarkExpr returns the watermark of a statement that runs after
+// sampleSeqSQL and sampleHoldersSQL: the sampled Seq if every Append that
+// held the append lock then has ended in the statement's snapshot, or else
+// the parameter floor (the highest watermark found before), whichever is
+// higher. A transaction ID of pg_locks has 32 bits; it is widened to the
+// 64 of the snapshot's by the epoch of the snapshot's xmax, from which a
+// transaction in progress is less than 2^31 IDs away. pg_visible_in_snapshot
+// is false for an ID in progress, listed or at or above xmax.
+func watermarkExpr(floor int) string {
+	return `CASE WHEN NOT EXISTS (
+	SELECT FROM unnest(current_setting('` + settingHolders + `')::int8[]) h,
+		(SELECT pg_current_snapshot() AS s, pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS x) n
+	WHERE NOT pg_visible_in_snapshot(greatest(3, n.x - n.x % 4294967296 + h
+		- CASE WHEN h - n.x % 4294967296 > 2147483648 THEN 4294967296 ELSE 0 END
+		+ CASE WHEN n.x % 4294967296 - h > 2147483648 THEN 4294967296 ELSE 0 END)::text::xid8, n.s))
+THEN greatest(current_setting('` + settingSeq + `')::int8, ` + param(floor) + `::int8) ELSE ` + param(floor) + `::int8 END`
+}
+
+// prepareWatermark makes the statements of the listings and of the sweep
+// of events left without a number.
+func (s *Store) prepareWatermark(seq string) {
+	s.sampleSeqSQL = s.expand(`SELECT set_config('` + settingSeq + `',
+	(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {schema}.events_seq)::text, false)`)
+	// One read of pg_locks: the append lock's holders (an int8 key is
+	// shown as its high half in classid, its low half in objid, and
+	// objsubid 1) and the ID each holds exclusive, its own.
+	s.sampleHoldersSQL = `SELECT set_config('` + settingHolders + `', (
+	WITH l AS MATERIALIZED (
+		SELECT locktype, database, classid, objid, objsubid, transactionid, pid, mode, granted FROM pg_locks
+	)
+	SELECT coalesce(array_agg(t.transactionid::text::int8), '{}') FROM l a JOIN l t ON t.pid = a.pid
+	WHERE a.locktype = 'advisory' AND a.granted AND a.objsubid = 1
+		AND a.classid::int8 = $1::int8 AND a.objid::int8 = $2::int8
+		AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
+)::text, false)`
+	// The listings return a first row (watermark, sampled Seq) and then the
+	// page. They start after the events that have left (the retention
+	// row's payloads, read in the listing's snapshot): a cursor at one of
+	// them goes on from the next event that is still there. Parameters: $1
+	// the cursor, $2 the page size, $3 the floor; $4 the topic.
+	list := func(topic string) string {
+		return s.expand(`WITH w AS MATERIALIZED (
+	SELECT current_setting('` + settingSeq + `')::int8 AS v, ` + watermarkExpr(3) + ` AS w
+)
+SELECT w.w, w.v, NULL::text, NULL::text, NULL::int8, NULL::text, NULL::bytea FROM w
+UNION ALL
+(SELECT seq, 0::int8, topic, event_id, ts, source, payload FROM {schema}.events
+WHERE ` + topic + `seq > greatest($1::int8, (SELECT payloads FROM {schema}.retention)) AND seq <= (SELECT w FROM w)
+ORDER BY seq LIMIT $2)`)
+	}
+	s.listSQL = list("")
+	s.watermarkSQL = `SELECT ` + watermarkExpr(1) + `, current_setting('` + settingSeq + `')::int8`
+	s.listTopicSQL = list("topic = $4 AND ")
+	// leftoverSQL numbers, under the append lock taken exclusive, the
+	// events that a replica of the version before this one left with a
+	// provisional, negative Seq (it stored them in one transaction and
+	// numbered them in a second, which may have failed), in the order of
+	// their provisional numbers; it notifies the schema's channel if it
+	// numbered any.
+	s.leftoverSQL = s.expand(`WITH n AS MATERIALIZED (
+	SELECT seq AS old, nextval(` + seq + `) AS new FROM (SELECT seq FROM {schema}.events WHERE seq < 0 ORDER BY seq DESC) p
+), u AS (
+	UPDATE {schema}.events e SET seq = n.new FROM n WHERE e.seq = n.old
+)
+SELECT count(*), (SELECT count(*) FROM (SELECT pg_notify(` + quoteLiteral(s.channel) + `, ` + quoteLiteral(s.schema) + `) FROM n LIMIT 1) x) FROM n`)
+}
+
+// queueSample queues the two statements that sample what a watermark
+// needs (see above), before a statement that uses watermarkExpr.
+func (s *Store) queueSample(q *pgx.Batch) {
+	q.Queue(s.sampleSeqSQL)
+	q.Queue(s.sampleHoldersSQL, int64(uint64(s.lockKey)>>32), int64(uint64(s.lockKey)&0xffffffff))
+}
+
+// awaitWatermark samples the watermark on conn (see above), and waits, as
+// a listing does, until the Appends in flight then have ended or listWait
+// has passed. It raises the store's safe watermark to what it found, and
+// leaves the sample in conn's settings for a statement that uses
+// watermarkExpr.
+func (s *Store) awaitWatermark(ctx context.Context, conn *pgxpool.Conn) error {
+	start, pause := time.Now(), 200*time.Microsecond
+	var q pgx.Batch
+	s.queueSample(&q)
+	for {
+		var w, v int64
+		q.Queue(s.watermarkSQL, s.safe.Load()).QueryRow(func(row pgx.Row) error { return row.Scan(&w, &v) })
+		if err := conn.SendBatch(ctx, &q).Close(); err != nil {
+			return s.fail(ctx, err)
+		}
+		s.raiseSafe(w)
+		if w >= v || time.Since(start) >= listWait {
+			return nil
+		}
+		if err := sleep(ctx, pause); err != nil {
+			return err
+		}
+		pause = min(2*pause, 20*time.Millisecond)
+		q = pgx.Batch{}
+	}
+}
+
+// raiseSafe records w as a watermark found, if higher than the last.
+func (s *Store) raiseSafe(w int64) {
+	for old := s.safe.Load(); w > old && !s.safe.CompareAndSwap(old, w); old = s.safe.Load() {
+	}
+}
+
+// page appends to dst up to n events with a Seq above after and up to the
+// watermark, stopping once their payloads reach eventagg.PageBytes.
+func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, after int64, n int) ([]eventagg.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return dst, err
+	}
+	if s.closed.Load() {
+		return dst, eventagg.ErrClosed
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return dst, s.fail(ctx, err)
+	}
+	defer conn.Release()
+	start, pause := time.Now(), 200*time.Microsecond
+	var q pgx.Batch
+	s.queueSample(&q)
+	for first := true; ; first = false {
+		if !first {
+			q = pgx.Batch{}
+		}
+		var w, v int64
+		got := dst
+		args := []any{after, n, s.safe.Load()}
+		sql := s.listSQL
+		if topic != "" {
+			sql, args = s.listTopicSQL, append(args, topic)
+		}
+		q.Queue(sql, args...).Query(func(rows pgx.Rows) (err error) {
+			got, w, v, err = scanPage(rows, dst)
+			return err
+		})
+		if err := conn.SendBatch(ctx, &q).Close(); err != nil {
+			return dst, s.fail(ctx, err)
+		}
+		s.raiseSafe(w)
+		short := len(got)-len(dst) < n
+		if w >= v || !short {
+			s.heldBack.Store(0)
+			return got, nil
+		}
+		if time.Since(start) >= listWait {
+			s.heldBack.CompareAndSwap(0, time.Now().UnixNano())
+			return got, nil
+		}
+		if err := sleep(ctx, pause); err != nil {
+			return dst, err
+		}
+		pause = min(2*pause, 20*time.Millisecond)
+	}
+}
+
+// scanPage reads a listing's rows: the first (watermark, sampled Seq),
+// then the events, appended to dst until their payloads reach
+// eventagg.PageBytes.
+func scanPage(rows pgx.Rows, dst []eventagg.Event) (_ []eventagg.Event, w, v int64, err error) {
+	size := 0
+	for first := true; size < eventagg.PageBytes && rows.Next(); first = false {
+		var (
+			e       eventagg.Event
+			seq, ns *int64
+			topic   *string
+			id      *string
+			source  *string
+			payload []byte
+			sampled int64
+		)
+		if err := rows.Scan(&seq, &sampled, &topic, &id, &ns, &source, &payload); err != nil {
+			return dst, 0, 0, err
+		}
+		if first {
+			w, v = *seq, sampled
+			continue
+		}
+		e.Seq, e.Topic, e.EventID, e.Source = *seq, *topic, *id, *source
+		e.Timestamp = driver.FromNanos(*ns)
+		e.Payload = payload
+		dst = append(dst, e)
+		size += len(payload)
+	}
+	return dst, w, v, rows.Err()
+}
+
+// sleep pauses for d or until ctx ends, and then returns its error.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// numberLeftovers numbers the events that a replica of the version before
+// this one left without a number (see leftoverSQL), if there are any.
+func (s *Store) numberLeftovers(ctx context.Context) error {
+	var left bool
+	if err := s.pool.QueryRow(ctx, s.expand(`SELECT EXISTS (SELECT FROM {schema}.events WHERE seq < 0)`)).Scan(&left); err != nil || !left {
+		return err
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, s.lockKey); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, s.leftoverSQL)
+		return err
+	})
+}
+
+// StoreMetrics implements [eventagg.MetricsReporter]: whether listings are
+// held back by an Append in flight for longer than they wait (see
+// watermark.go), and for how long.
+func (s *Store) StoreMetrics() []eventagg.StoreMetric {
+	held, since := 0.0, 0.0
+	if t := s.heldBack.Load(); t != 0 {
+		held, since = 1, time.Since(time.Unix(0, t)).Seconds()
+	}
+	return []eventagg.StoreMetric{
+		{Name: "eventagg_postgres_listings_held_back", Type: "gauge",
+			Help: "1 while the last listing could not show every event committed before it began, as an Append of the schema stayed in flight for longer than " + listWait.String() + "; else 0.", Value: held},
+		{Name: "eventagg_postgres_listings_held_back_seconds", Type: "gauge",
+			Help: "How long listings have been held back by an Append in flight, in seconds; 0 when they are not.", Value: since},
+	}
+}
