@@ -409,8 +409,8 @@ func TestMigrateFromVersion3(t *testing.T) {
 	}
 	var version int
 	query(t, dsn, `SELECT version FROM `+q+`.eventagg_schema`, &version)
-	if version != 5 {
-		t.Errorf("schema version after the upgrade = %d, want 5", version)
+	if version != 6 {
+		t.Errorf("schema version after the upgrade = %d, want 6", version)
 	}
 	if err := s.Ping(t.Context()); err != nil {
 		t.Fatalf("Ping() after the upgrade: %v", err)

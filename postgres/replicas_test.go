@@ -653,3 +653,44 @@ func TestEventsLeftWithoutANumberAreNumbered(t *testing.T) {
 		t.Errorf("Events() after a new event (-want +got):\n%s", diff)
 	}
 }
+
+// TestMigrateFromVersion5 opens a schema of version 5 holding an event
+// that a replica of that version left with a provisional Seq: Open
+// upgrades it to the current version, numbers the event after the others,
+// and the Ping of a replica that still expects version 5 would fail (the
+// version moved).
+func TestMigrateFromVersion5(t *testing.T) {
+	dsn := testDSN(t)
+	schema := newSchema(t, dsn)
+	q := pgx.Identifier{schema}.Sanitize()
+	s := MustOpen(t, dsn, schema)
+	appendStatuses(t, s, event("t", "0"))
+	s.Close()
+	exec(t, dsn, `UPDATE `+q+`.eventagg_schema SET version = 5`)
+	exec(t, dsn, `COMMENT ON SEQUENCE `+q+`.events_pending IS NULL`)
+	p := []byte(`{"id":"left"}`)
+	exec(t, dsn, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, payload, phash, accepted)
+		VALUES (-nextval('`+q+`.events_pending'), 't', 'left', 0, $1, $2, 0)`, p, driver.PayloadHash(p))
+
+	s = MustOpen(t, dsn, schema)
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping() after the upgrade: %v", err)
+	}
+	var version int
+	var comment *string
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(t.Context(), `SELECT version, obj_description('`+q+`.events_pending'::regclass, 'pg_class') FROM `+q+`.eventagg_schema`).Scan(&version, &comment); err != nil {
+		t.Fatal(err)
+	}
+	if version <= 5 || comment == nil {
+		t.Errorf("after Open: version %d, events_pending's comment %v; want a version above 5 and the comment", version, comment)
+	}
+	got := listAll(t, s, eventagg.Query{})
+	if diff := cmp.Diff([]string{"t/0", "t/left"}, keys(got)); diff != "" || got[1].Seq <= got[0].Seq {
+		t.Errorf("Events() after the upgrade (-want +got):\n%s; Seqs %d, %d", diff, got[0].Seq, got[len(got)-1].Seq)
+	}
+}

@@ -11,7 +11,7 @@ import (
 )
 
 // schemaVersion is the version of the tables this package reads and writes.
-const schemaVersion = 5
+const schemaVersion = 6
 
 // migrations[v] moves a schema from version v to v+1. {schema} stands for the
 // quoted schema name. Versions are recorded in the table eventagg_schema; add
@@ -112,6 +112,19 @@ BEGIN
 		MESSAGE = 'eventagg: a key of the batch was stored by another append meanwhile; the append is retried';
 END
 $$;
+`,
+	// Appends without the append lock's exclusive hold or a numbering (see
+	// Append): they take the lock shared and draw their Seqs from
+	// events_seq, and listings stop at a watermark (watermark.go). No table
+	// changes. The version moves so that replicas of version 5 still
+	// running, whose listings take the Seqs committed for a prefix, fail
+	// their Ping, naming this version (and report unhealthy), rather than
+	// serve listings that could pass an Append of this version in flight.
+	// Their Appends stay correct alongside: they draw Seqs only under the
+	// lock held exclusive, or provisional ones from events_pending, which
+	// stays for them, as does append_race.
+	5: `
+COMMENT ON SEQUENCE {schema}.events_pending IS 'provisional Seqs of replicas of schema version 5; unused since version 6';
 `,
 }
 
