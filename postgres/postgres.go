@@ -296,7 +296,8 @@ UNION ALL
 SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN (SELECT sq.seqs[o.ord] FROM sq) ELSE 0 END
 FROM o, rej WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
 	fast := func(sql string) string {
-		return s.expand(strings.NewReplacer("{seq}", seq,
+		return s.expand(strings.NewReplacer("{seq}", seq, "{shards}", strconv.Itoa(s.shards),
+			"{shardkey}", strconv.Itoa(int(int32(uint32(s.lockKey)))),
 			"{channel}", quoteLiteral(s.channel), "{schemaname}", quoteLiteral(s.schema)).Replace(sql))
 	}
 	s.fastSQL = fast(fastFirst + firstOnly + fastWrite)
@@ -442,17 +443,27 @@ func laterCTE(p int) string {
 )`)
 }
 
-// countCTE returns the CTEs rej, true if parameter $reject
-// (RejectConflicts) holds and a conflict is among the outcomes o, and cnt,
-// which unless rej adds the outcomes to each topic's counter shard
-// $shard, in topic order, so that two Appends of several topics take their
-// counter rows in the same order.
+// countCTE returns the CTEs sh, the counter shard of the Append, rej,
+// true if parameter $reject (RejectConflicts) holds and a conflict is
+// among the outcomes o, and cnt, which unless rej adds the outcomes to
+// each topic's row of the shard, in topic order, so that two Appends of
+// several topics take their counter rows in the same order.
+//
+// The shard is the first, from parameter $shard (drawn at random) on,
+// whose advisory lock (two int4 keys: {shardkey}, the shard) the
+// transaction gets without waiting, and holds until it ends: Appends at
+// once take different shards, and do not wait for each other's counter
+// rows, unless more of them run than there are shards; then it is $shard.
 func countCTE(reject, shard int) string {
-	return `, rej AS MATERIALIZED (
+	return `, sh AS MATERIALIZED (
+	SELECT coalesce((
+		SELECT (p.p + i) % {shards} FROM (SELECT ` + param(shard) + `::int4 AS p) p, generate_series(0, {shards} - 1) i
+		WHERE pg_try_advisory_xact_lock({shardkey}, (p.p + i) % {shards}) LIMIT 1), ` + param(shard) + `::int4) AS shard
+), rej AS MATERIALIZED (
 	SELECT ` + param(reject) + `::bool AND EXISTS (SELECT FROM o WHERE status = 2) AS rejected
 ), cnt AS (
 	INSERT INTO {schema}.counters AS c (topic, shard, received, unique_processed, duplicate_dropped, conflicts)
-	SELECT o.topic, ` + param(shard) + `::int4, count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
+	SELECT o.topic, (SELECT shard FROM sh), count(*), count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status <> 0),
 		count(*) FILTER (WHERE status = 2)
 	FROM o, rej WHERE NOT rej.rejected GROUP BY o.topic ORDER BY o.topic
 	ON CONFLICT (topic, shard) DO UPDATE SET
