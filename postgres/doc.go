@@ -28,7 +28,7 @@
 // isolation level. Unless the DSN sets them, they are named "eventagg" in
 // pg_stat_activity (application_name), and ask the server to probe an idle
 // TCP connection after 30s, so that the server drops a vanished client, and
-// the append lock it may hold, within about a minute
+// rolls back the Append it may have in flight, within about a minute
 // (tcp_keepalives_idle=30, tcp_keepalives_interval=10, tcp_keepalives_count=3).
 // Each attempt to open a connection gives up after the DSN's connect_timeout,
 // or 10s if it sets none. The database encoding must be UTF8.
@@ -42,7 +42,7 @@
 //	eventagg_schema   the schema version, one row
 //	events            seq, topic, event_id, ts, source, payload, phash, accepted
 //	events_seq        the sequence that numbers events
-//	events_pending    the sequence of the provisional numbers of events being numbered (see Append)
+//	events_pending    the sequence of the provisional numbers of replicas of schema version 5 (see Upgrading)
 //	counters          received, unique_processed, duplicate_dropped, conflicts, expired per (topic, shard)
 //	retention         payloads, keys: the prefixes of the events that have left, one row
 //	claims            topic, event_id, token, expires, taken_over: the claims held or lapsed (see Claims)
@@ -118,73 +118,67 @@
 //
 // # Upgrading from schema version 4
 //
-// Schema version 5 lets Appends run in parallel (see Append). It adds the
-// sequence events_pending and the function append_race; nothing is
-// rewritten, and the upgrade waits for no query. Replicas of version 4
-// still running keep working alongside: they take the append lock for
-// their whole Append and number their events from events_seq under it, as
-// the numbering of this version does, so that Seqs stay in commit order;
-// their Ping fails, naming the newer schema version. While they run, an
-// Append of theirs that races an Append of this version on the same key
-// may fail with a unique violation (their insert has no ON CONFLICT);
-// resending it is safe. Upgrade every replica.
+// Schema version 5 let Appends run in parallel. It added the sequence
+// events_pending and the function append_race; nothing is rewritten, and
+// the upgrade waits for no query. Replicas of version 4 still running keep
+// working alongside: they take the append lock exclusive for their whole
+// Append and draw their Seqs under it, which no Append of a later version
+// overlaps (see Append); their Ping fails, naming the newer schema
+// version. While they run, an Append of theirs that races an Append of a
+// later version on the same key may fail with a unique violation (their
+// insert has no ON CONFLICT); resending it is safe. Upgrade every replica.
+//
+// # Upgrading from schema version 5
+//
+// Schema version 6 changes no table: Appends no longer number their
+// events in a second transaction, and listings stop at a watermark (see
+// Listing order across replicas). The upgrade only records the version
+// (and a comment on events_pending, which only replicas of version 5
+// use), so that replicas of version 5 still running fail their Ping and
+// report unhealthy: their listings take the committed Seqs for a prefix,
+// which Appends of this version no longer make, and could pass an Append
+// in flight. Their Appends stay correct alongside (they draw Seqs only
+// under the append lock held exclusive, or provisional ones, numbered
+// under it). Open numbers the events a replica of version 5 left with a
+// provisional Seq, under the lock. Upgrade every replica.
 //
 // # Append
 //
-// Appends from every replica run side by side: no lock is held across
-// an Append, deduplication stays exact (the unique index of the keys, with
-// INSERT ... ON CONFLICT DO NOTHING), and the counters exact (each Append
-// adds to one of a topic's counter shards). Their events become listable
-// in an order that never lets a reader skip one (see Listing order across
-// replicas). An Append is one or two transactions, of one round trip each:
+// Appends from every replica run side by side: no Append waits for
+// another's lock, deduplication stays exact (the unique index of the
+// keys), and the counters exact (each Append adds to one of a topic's
+// counter shards). An Append is one transaction in one round trip, a
+// pipeline of BEGIN, two statements, COMMIT and the notification:
 //
-//  1. The first stores the batch. One statement tries the schema's append
-//     lock without waiting (pg_try_advisory_xact_lock). With it (an Append
-//     alone, or the first of several at once), the statement reserves a
-//     block of sequence numbers from events_seq, so that the events it
-//     stores get their final Seq, and the lock is held until the commit.
-//     Without it, they get a provisional, negative Seq: the negated next
-//     values of events_pending, in the order of the batch. The statement
-//     looks up, in the unique index, the stored copy of each key of the
-//     batch (arrays passed with unnest), compares its digest with the new
-//     copy's, inserts the first copy of each new key with the batch's
-//     acceptance time (in key order, so that two Appends waiting for each
-//     other's keys cannot wait in a cycle), adds to the counters, and
-//     returns the outcome of each event that is not a duplicate; the
-//     transaction commits.
-//  2. The second, only for an Append whose events have a provisional Seq,
-//     numbers them. If the batch's keys still hold such an event, it waits
-//     for the append lock, then
-//     gives those events, and every other event numbered provisionally
-//     since the last numbering of this replica (among the 100,000 latest
-//     provisional numbers), their Seq from a block of events_seq, in the
-//     order of their provisional numbers, in one UPDATE; it notifies
-//     followers if it numbered any, and commits. Appends that committed
-//     while it waited find their events numbered, and commit nothing.
-//     Then, without the lock, it reads back the Seq of the batch's events.
+//  1. The first takes the schema's append lock shared
+//     (pg_advisory_xact_lock_shared on a 64-bit key hashed from the
+//     schema name), which no other Append waits for, only a migration
+//     (which takes it exclusive), and gets the transaction its ID
+//     (pg_current_xact_id): listings rely on both (see Listing order
+//     across replicas).
+//  2. The second looks up, in the unique index, the stored copy of each
+//     key of the batch (arrays passed with unnest), compares its digest
+//     with the new copy's, gives each new key's first copy its Seq from
+//     events_seq (nextval, in the order of the batch), inserts them with
+//     the batch's acceptance time (in key order, so that two Appends
+//     waiting for each other's keys cannot wait in a cycle), adds to the
+//     counters, and returns the outcome and Seq of each event that is not
+//     a duplicate.
+//  3. After the commit, a transaction of its own notifies followers if
+//     the Append stored events (see Following).
 //
-// A key that another Append stored after the first statement's snapshot
-// was taken (the two inserting it at once) is not inserted (ON CONFLICT
-// waits for the other transaction, then skips the key), but was judged new:
-// the statement sees that it stored fewer events than it judged new, and
-// fails with SQLSTATE EA001 (append_race); the transaction is rolled back
-// and Append runs it again as two statements, the insert and then, with a
-// newer snapshot that holds the other Append's key, the judgement and the
-// counting. [eventagg.AppendOptions].RejectConflicts costs that path a
-// round trip, to roll back a batch holding a conflict.
+// A key that another Append stored after the second statement's snapshot
+// was taken (the two inserting it at once) was judged new: the insert
+// waits for the other transaction and then fails with a unique violation.
+// The transaction is rolled back and Append runs it again with the
+// statement split in two, an insert that skips stored keys (ON CONFLICT
+// DO NOTHING) and then, with a newer snapshot that holds the other
+// Append's key, the judgement and the counting.
+// [eventagg.AppendOptions].RejectConflicts costs that path a round trip,
+// to roll back a batch holding a conflict.
 //
 // Every statement runs with its generic plan (plan_cache_mode is
-// force_generic_plan for the transaction), planned once per connection;
-// the numbering's is made with sequential scans, hash and merge joins and
-// jit off, so that it looks events up in their indexes however few the
-// table held when the plan was made.
-//
-// An Append that fails between its two transactions (its connection lost,
-// a crash of the database server) leaves events stored and counted, but
-// not yet listable. The next Append of one of their keys, a resend of the
-// batch for instance, numbers them. So do sweeps: an Append runs one at
-// most every 30s, which numbers those among the 1,000,000 latest
-// provisional numbers, and Open one, which numbers them all.
+// force_generic_plan for the transaction), planned once per connection.
 //
 // A later copy of a key within the batch ([driver.FirstInBatch]) is
 // compared with the first copy before the batch is sent and, if it
@@ -202,33 +196,47 @@
 // # Listing order across replicas
 //
 // [Store.Events] lists events by Seq, and a reader pages with Query.After.
-// With several writers, numbers drawn from a sequence may commit out of
-// order: had a transaction with Seq 10 still been running when one with Seq 11
-// committed, a reader could list 11, page on with After=11, and never see 10.
+// Appends draw their Seqs as they go and commit in any order: had an
+// Append with Seq 10 still been in flight when one with Seq 11 committed,
+// a reader could list 11, page on with After=11, and never see 10.
 //
-// The store rules this out: every Seq is given under the append lock,
-// which is held until the transaction that gave it commits. A lock holder
-// draws its numbers after every earlier holder committed, so Seqs commit
-// in their order. Provisional Seqs are negative and never listed. Hence
-// Events lists a prefix of the events in Seq order: once it yields an event
-// with Seq s, every event with a lower Seq that will ever be listed is
-// already visible. A reader paging with After sees every event exactly
-// once, whichever replica stored it, and sees an event as soon as Append
-// returned (TestListingUnderConcurrentWriters: four replicas, writers out
-// of step, a transaction held open).
+// So a listing shows the events up to a watermark only: a Seq below which
+// no Append can still commit. Three statements, in one round trip (each
+// statement takes a fresh snapshot):
 //
-// The lock is held for the whole first transaction of the Append that
-// got it without waiting, and for the short numbering transaction of the
-// others: the inserts, lookups and counting of the others run meanwhile
-// (TestAppendsOverlap). The cost of the parallel path is the numbering: an
-// UPDATE that writes each such event's row again, and a second commit.
-// Readers take no lock and never wait for writers.
+//  1. read the last value events_seq gave out, v. Every Seq up to v was
+//     drawn before, by an Append that held the append lock and had its
+//     transaction ID by then;
+//  2. read the transaction IDs of the append lock's holders (pg_locks):
+//     the Appends that drew Seqs up to v are among them, or have ended;
+//  3. list, in a later snapshot, up to v if none of those transactions is
+//     in progress in it (pg_current_snapshot): each has then committed,
+//     its events visible, or rolled back. If one is, the listing goes up
+//     to the highest watermark found before.
 //
-// The other way, readers listing only events older than every running
-// transaction (pg_snapshot_xmin) and paging on (transaction id, position),
-// needs no numbering, but makes listings lag behind any long transaction
-// in the cluster, not only eventagg's, so an event could stay unlisted
-// after Publish returned; and the cursor would no longer be a Seq.
+// A page that comes out short while held back (its watermark below v)
+// runs its third statement again, after pauses from 200µs to 20ms, until
+// the Appends in flight when it began have ended, or 1s has passed: a
+// listing shows every event acknowledged before it began, unless an
+// Append stays in flight longer than that (a held row lock, a stalled
+// client). Then it returns the events up to the watermark, never past it,
+// and the store reports itself held back ([Store.StoreMetrics]:
+// eventagg_postgres_listings_held_back and _seconds) until a listing is
+// not; [Store.Watch] wakes its callers every 50ms meanwhile. Hence a reader
+// paging with After sees every event exactly once, in Seq order, whichever
+// replica stored it (TestListingUnderConcurrentWriters: four replicas,
+// writers out of step, commits delayed by 0 to 7ms, a transaction held
+// open; TestListingsWaitForAppendsInFlight).
+//
+// The cursor stays a Seq. Only Appends of the schema hold listings back:
+// not other transactions of the cluster, as a cursor on (transaction ID,
+// position) filtered by the snapshot's xmin would (the way of Watermill's
+// PostgreSQL adapter), where any long transaction anywhere, a report or a
+// migration of another database, would hold back every listing. Nor does
+// an Append write its rows twice, as a numbering of committed events
+// (schema version 5) did. The price is the listing's: two small reads
+// more (the sequence and pg_locks, which copies the server's lock table
+// under its locks), and the wait for Appends in flight.
 //
 // Sequence numbers have gaps: duplicates, rejected batches and failed Appends
 // use up numbers too, and events that left leave theirs unused. They never
@@ -237,18 +245,22 @@
 // # Counters
 //
 // Each topic's counters are spread over [Options].CounterShards rows; each
-// Append adds to one, chosen at random, in the same statement as it inserts
-// its events, and [Store.Stats] sums them in one query. conflicts is a part
+// Append adds to one, in the same statement as it inserts its events: the
+// first, from one drawn at random, whose advisory lock
+// (pg_try_advisory_xact_lock with two int4 keys, a hash of the schema name
+// and the shard) it gets without waiting, and holds to its commit; and
+// [Store.Stats] sums them in one query. conflicts is a part
 // of duplicate_dropped: received = unique_processed + duplicate_dropped
 // holds in every row. Expire adds to expired in a row of its own per
 // topic, shard -1, which no Append touches, so that Appends and Expires
 // never wait for each other's counter rows. Stored is not kept: Stats
 // computes it as unique_processed - expired: in the snapshot that one
-// query reads, the number of events a listing returns, and of those being
-// numbered (counted when their first transaction committed, listed once
-// numbered, a moment later). Shards keep concurrent Appends to one topic
-// from waiting for each other's counter row, most of the time: two Appends
-// that chose the same shard take turns on it.
+// query reads, the number of events stored, which a listing returns once
+// its watermark passes them (a moment later, for an event committed above
+// an Append in flight). So concurrent Appends to one topic do not wait for
+// each other's counter row while fewer run at once than there are shards;
+// past that, an Append that finds every shard taken waits for the one it
+// drew.
 //
 // # Retention
 //
@@ -294,12 +306,14 @@
 // from its snapshot, which no Expire touches, and their counter rows
 // differ. An Append that judged a copy by a key an Expire removes at the
 // same time counts it as if it had committed first; an insert of a key that
-// an Expire is removing waits for the Expire's transaction. What Expire
-// relies on is what listings rely on (see Listing order across replicas):
-// that the events numbered at any moment are those numbered up to some
-// Seq, later ones getting higher numbers, so that a prefix once passed
-// gains no event. Events with a provisional Seq are outside both prefixes,
-// and leave only once numbered.
+// an Expire is removing waits for the Expire's transaction. Like a
+// listing, an Expire removes no event above the watermark (see Listing
+// order across replicas), and first waits, as a listing does, for the
+// Appends in flight as it begins: an Append in flight may still commit
+// events below the Seqs committed above it, and the prefixes, once
+// passed, must gain no event (TestExpireStopsAtAppendsInFlight). Events
+// with a provisional Seq (see Upgrading from schema version 5) are
+// outside both prefixes, and leave only once numbered.
 //
 // Removing a chunk of 1000 events whose keys leave with them takes about 5
 // ms on a machine with 2 CPUs (some 200,000 events/s), as does deleting 1000
@@ -314,13 +328,14 @@
 //
 // [Store.Watch] implements [eventagg.Watcher], so that the followers of
 // every replica ([eventagg.Aggregator.Follow]) learn of the events any
-// replica stores. The transaction that gives events their Seq (an
-// Append's first with the append lock, or a numbering) notifies the
-// channel "eventagg." followed by the schema name ("eventagg.#" and a hash
-// of the name if that would pass 63 bytes), with the schema name as
-// payload; PostgreSQL delivers the notification once the transaction
-// commits, so its events are listable by then. An Append that stores
-// nothing (duplicates only, a rejected conflict) does not notify.
+// replica stores. Once an Append that stored events has committed, a
+// transaction of its own, in the same round trip, notifies the channel
+// "eventagg." followed by the schema name ("eventagg.#" and a hash of the
+// name if that would pass 63 bytes), with the schema name as payload, so
+// its events are committed by the time a follower hears of them; a
+// listing then shows them once the Appends in flight below them end (see
+// Listing order across replicas). An Append that stores nothing
+// (duplicates only, a rejected conflict) does not notify.
 //
 // An Aggregator calls Watch once a follower waits. Watch listens on a
 // connection of its own, outside the pool: a replica with followers uses
@@ -337,11 +352,11 @@
 // other replicas see new events every 2s.
 //
 // PostgreSQL commits the transactions that notify one at a time, in the
-// whole cluster (a lock held from just before each commit until after it).
-// The transactions that notify for one schema hold its append lock
-// anyway; but those of several schemas or databases of one server, and any
-// other notifying transaction there, then also wait for each other's
-// commits.
+// whole cluster (a lock held from just before each commit until after it
+// is flushed). That is why an Append notifies after its commit, in a
+// transaction that writes nothing to the WAL and holds that lock a moment:
+// Appends notifying in their own transactions would wait for each other's
+// flushes, where their commits are flushed together otherwise.
 //
 // # Claims
 //
@@ -370,8 +385,8 @@
 // committed meanwhile makes the Claim Done, and it rolls back. Claims take
 // no advisory lock: those of different keys never wait for each other.
 //
-// A Complete is an Append's two transactions in two round trips: the
-// first transaction (BEGIN and one pipelined batch) deletes the claim if
+// A Complete is an Append's transaction in two round trips: the first
+// (BEGIN and one pipelined batch) deletes the claim if
 // it still has the claimant's token (ErrClaimLost, and a rollback, if
 // not), then inserts and judges the event as an Append's two-statement
 // path does, so that it is stored, counted and judged a duplicate or a
@@ -379,8 +394,8 @@
 // are rolled back. The claim's row stays locked from its deletion to the
 // commit: a Claim of the key meanwhile waits, and finds it Done. With
 // RejectConflicts, a conflict rolls the transaction back, leaving the
-// claim held. The second round trip commits and numbers the event (see
-// Append). A Complete returns once PostgreSQL acknowledged both commits,
+// claim held. The second round trip commits, and notifies (see
+// Append). A Complete returns once PostgreSQL acknowledged the commit,
 // as an Append does (see Durability). A Release is one statement. The
 // deletion of a claim adds its taken_over to the one row of claim_state,
 // which only the ends of claims that were taken over write. ClaimCounts
@@ -390,7 +405,7 @@
 //
 // # Durability
 //
-// Append returns after PostgreSQL acknowledged its commits. What a commit
+// Append returns after PostgreSQL acknowledged its commit. What a commit
 // survives is PostgreSQL's to say: with synchronous_commit on (the default) it
 // survives a crash of the database server, with synchronous standbys it is
 // also on them, and with synchronous_commit off the last commits may be lost in

@@ -68,9 +68,13 @@ type Options struct {
 	// [DefaultWriteTimeout]; negative: none.
 	WriteTimeout time.Duration
 	// CounterShards is how many rows hold the counters of each topic; default
-	// [DefaultCounterShards]. Each Append adds to one of them, chosen at random,
-	// and Stats sums them. Replicas may use different values, and the value
-	// may change from one Open to the next.
+	// [DefaultCounterShards]. Each Append adds to one of them that no other
+	// Append in flight holds, if there is one (see the package
+	// documentation's Counters), and Stats sums them. More shards than
+	// Appends in flight at once (an Aggregator runs one at a time) keep
+	// them from waiting for each other's counter rows. Replicas may use
+	// different values, and the value may change from one Open to the
+	// next.
 	CounterShards int
 }
 
