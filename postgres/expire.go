@@ -39,10 +39,10 @@ const lockRetentionSQL = `SELECT payloads, keys FROM {schema}.retention FOR UPDA
 
 // expireSQL decides what leaves and removes it. Parameters: $1 the
 // PayloadsBefore and $2 the KeysBefore of the call in nanoseconds ($2 at
-// most $1), $3 its Limit, $4 the watermark found before (see
-// watermark.go): it runs after the statements that sample the watermark,
-// and removes no event above it, which an Append in flight could still
-// commit events below.
+// most $1), $3 its Limit, $4 the watermark found before and $5, $6 the
+// sample of the watermark (see watermark.go): it removes no event above
+// the watermark, below which an Append in flight could still commit
+// events.
 //
 // k reads the kept keys, oldest first, up to the limit; kk are those that
 // leave: the ones before the first accepted at or after $2. k1 is the keys
@@ -146,20 +146,16 @@ func (s *Store) Expire(ctx context.Context, q eventagg.ExpireQuery) (eventagg.Ex
 		rows, events, keys int64
 		b                  pgx.Batch
 	)
-	conn, err := s.pool.Acquire(ctx)
+	smp, err := s.awaitWatermark(ctx)
 	if err != nil {
-		return eventagg.ExpireResult{}, s.fail(ctx, err)
-	}
-	defer conn.Release()
-	if err := s.awaitWatermark(ctx, conn); err != nil {
 		return eventagg.ExpireResult{}, err
 	}
 	b.Queue(s.lockRetentionSQL)
-	b.Queue(s.expireSQL, nanos(q.PayloadsBefore), nanos(keysBefore), int64(q.Limit), s.safe.Load()).QueryRow(func(row pgx.Row) error {
+	b.Queue(s.expireSQL, append([]any{nanos(q.PayloadsBefore), nanos(keysBefore), int64(q.Limit), s.safe.Load()}, smp.args()...)...).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&rows, &events, &keys)
 	})
 	// As for Append, the batch runs as one implicit transaction.
-	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
 		return eventagg.ExpireResult{}, s.fail(ctx, err)
 	}
 	if rows != 1 {

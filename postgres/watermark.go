@@ -7,7 +7,6 @@ import (
 	"github.com/eventagg/eventagg"
 	"github.com/eventagg/eventagg/driver"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Listings never skip: the watermark.
@@ -37,12 +36,14 @@ import (
 //     is, the watermark stays where an earlier listing left it (safe).
 //
 // Samples 1 and 2 are kept in the connection's settings, which statement 3
-// reads, so that the three need no round trip between them. When a page
-// comes out short and held back (the watermark below v), the listing runs
-// statement 3 again, after pauses that grow from 200µs to 20ms, until the
-// Appends that were in flight when it began have ended or listWait has
-// passed: a listing shows every event acknowledged before it began unless
-// an Append stays in flight longer than that. Then it returns what it may
+// reads, so that the three need no round trip between them; statement 3
+// returns them. When a page comes out short and held back (the watermark
+// below v), the listing runs statement 3 again with the same sample, now
+// passed as parameters, on any connection (none is held meanwhile), after
+// pauses that grow from 200µs to 20ms, until the Appends that were in
+// flight when it began have ended or listWait has passed: a listing shows
+// every event acknowledged before it began unless an Append stays in
+// flight longer than that. Then it returns what it may
 // show, and the store counts itself held back (StoreMetrics) until a
 // listing is not, and Watch wakes its callers every heldBackPoll meanwhile,
 // as no notification may come when the Append ends.
@@ -60,22 +61,39 @@ const (
 	settingHolders = "eventagg.sample_holders"
 )
 
-// watermarkExpr returns the watermark of a statement that runs after
-// sampleSeqSQL and sampleHoldersSQL: the sampled Seq if every Append that
-// held the append lock then has ended in the statement's snapshot, or else
-// the parameter floor (the highest watermark found before), whichever is
-// higher. A transaction ID of pg_locks has 32 bits; it is widened to the
-// 64 of the snapshot's by the epoch of the snapshot's xmax, from which a
-// transaction in progress is less than 2^31 IDs away. pg_visible_in_snapshot
-// is false for an ID in progress, listed or at or above xmax.
-func watermarkExpr(floor int) string {
+// sampleExprs returns the sampled Seq and holders of a statement: the
+// parameters v and h, or where they are NULL, the settings that
+// sampleSeqSQL and sampleHoldersSQL, run before on the connection, left.
+func sampleExprs(v, h int) (seq, holders string) {
+	return `coalesce(` + param(v) + `::int8, current_setting('` + settingSeq + `')::int8)`,
+		`coalesce(` + param(h) + `::int8[], current_setting('` + settingHolders + `')::int8[])`
+}
+
+// watermarkExpr returns the watermark of a statement, given the sample
+// (see sampleExprs): the sampled Seq if every Append that held the append
+// lock then has ended in the statement's snapshot, or else the parameter
+// floor (the highest watermark found before), whichever is higher. A
+// transaction ID of pg_locks has 32 bits; it is widened to the 64 of the
+// snapshot's by the epoch of the snapshot's xmax, from which a
+// transaction in progress is less than 2^31 IDs away.
+// pg_visible_in_snapshot is false for an ID in progress, listed or at or
+// above xmax.
+func watermarkExpr(floor, v, h int) string {
+	seq, holders := sampleExprs(v, h)
 	return `CASE WHEN NOT EXISTS (
-	SELECT FROM unnest(current_setting('` + settingHolders + `')::int8[]) h,
+	SELECT FROM unnest(` + holders + `) h,
 		(SELECT pg_current_snapshot() AS s, pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS x) n
 	WHERE NOT pg_visible_in_snapshot(greatest(3, n.x - n.x % 4294967296 + h
 		- CASE WHEN h - n.x % 4294967296 > 2147483648 THEN 4294967296 ELSE 0 END
 		+ CASE WHEN n.x % 4294967296 - h > 2147483648 THEN 4294967296 ELSE 0 END)::text::xid8, n.s))
-THEN greatest(current_setting('` + settingSeq + `')::int8, ` + param(floor) + `::int8) ELSE ` + param(floor) + `::int8 END`
+THEN greatest(` + seq + `, ` + param(floor) + `::int8) ELSE ` + param(floor) + `::int8 END`
+}
+
+// sample is a listing's sample of the watermark: the last Seq drawn and
+// the transaction IDs (32 bits) of the append lock's holders after.
+type sample struct {
+	seq     int64
+	holders []int64
 }
 
 // prepareWatermark makes the statements of the listings and of the sweep
@@ -96,30 +114,34 @@ func (s *Store) prepareWatermark(seq string) {
 		AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
 )::text, false)`
-	// The listings return a first row (watermark, sampled Seq) and then the
-	// page. They start after the events that have left (the retention
-	// row's payloads, read in the listing's snapshot): a cursor at one of
-	// them goes on from the next event that is still there. Parameters: $1
-	// the cursor, $2 the page size, $3 the floor; $4 the topic.
+	// The listings return a first row (watermark, sampled Seq, sampled
+	// holders) and then the page. They start after the events that have
+	// left (the retention row's payloads, read in the listing's
+	// snapshot): a cursor at one of them goes on from the next event that
+	// is still there. Parameters: $1 the cursor, $2 the page size, $3 the
+	// floor, $4 and $5 the sample or NULL (see sampleExprs); $6 the topic.
+	sampled, holders := sampleExprs(4, 5)
 	list := func(topic string) string {
 		return s.expand(`WITH w AS MATERIALIZED (
-	SELECT current_setting('` + settingSeq + `')::int8 AS v, ` + watermarkExpr(3) + ` AS w
+	SELECT ` + sampled + ` AS v, ` + holders + ` AS h, ` + watermarkExpr(3, 4, 5) + ` AS w
 )
-SELECT w.w, w.v, NULL::text, NULL::text, NULL::int8, NULL::text, NULL::bytea FROM w
+SELECT w.w, w.v, w.h, NULL::text, NULL::text, NULL::int8, NULL::text, NULL::bytea FROM w
 UNION ALL
-(SELECT seq, 0::int8, topic, event_id, ts, source, payload FROM {schema}.events
+(SELECT seq, 0::int8, NULL::int8[], topic, event_id, ts, source, payload FROM {schema}.events
 WHERE ` + topic + `seq > greatest($1::int8, (SELECT payloads FROM {schema}.retention)) AND seq <= (SELECT w FROM w)
 ORDER BY seq LIMIT $2)`)
 	}
 	s.listSQL = list("")
-	s.watermarkSQL = `SELECT ` + watermarkExpr(1) + `, current_setting('` + settingSeq + `')::int8`
-	s.listTopicSQL = list("topic = $4 AND ")
+	s.listTopicSQL = list("topic = $6 AND ")
+	// watermarkSQL returns the watermark, the sampled Seq and holders.
+	// Parameters: $1 the floor, $2 and $3 the sample or NULL.
+	sampled, holders = sampleExprs(2, 3)
+	s.watermarkSQL = `SELECT ` + watermarkExpr(1, 2, 3) + `, ` + sampled + `, ` + holders
 	// leftoverSQL numbers, under the append lock taken exclusive, the
-	// events that a replica of the version before this one left with a
-	// provisional, negative Seq (it stored them in one transaction and
-	// numbered them in a second, which may have failed), in the order of
-	// their provisional numbers; it notifies the schema's channel if it
-	// numbered any.
+	// events that a replica of schema version 5 left with a provisional,
+	// negative Seq (it stored them in one transaction and numbered them in
+	// a second, which may have failed), in the order of their provisional
+	// numbers; it notifies the schema's channel if it numbered any.
 	s.leftoverSQL = s.expand(`WITH n AS MATERIALIZED (
 	SELECT seq AS old, nextval(` + seq + `) AS new FROM (SELECT seq FROM {schema}.events WHERE seq < 0 ORDER BY seq DESC) p
 ), u AS (
@@ -135,30 +157,44 @@ func (s *Store) queueSample(q *pgx.Batch) {
 	q.Queue(s.sampleHoldersSQL, int64(uint64(s.lockKey)>>32), int64(uint64(s.lockKey)&0xffffffff))
 }
 
-// awaitWatermark samples the watermark on conn (see above), and waits, as
-// a listing does, until the Appends in flight then have ended or listWait
+// args returns the parameters that pass a sample to a statement: NULLs
+// for none, which makes it read the connection's settings.
+func (p *sample) args() []any {
+	if p == nil {
+		return []any{nil, nil}
+	}
+	return []any{p.seq, append([]int64{}, p.holders...)} // an empty array, not NULL
+}
+
+// awaitWatermark samples the watermark (see above), and waits, as a
+// listing does, until the Appends in flight then have ended or listWait
 // has passed. It raises the store's safe watermark to what it found, and
-// leaves the sample in conn's settings for a statement that uses
-// watermarkExpr.
-func (s *Store) awaitWatermark(ctx context.Context, conn *pgxpool.Conn) error {
+// returns the sample, for a statement that uses watermarkExpr after.
+func (s *Store) awaitWatermark(ctx context.Context) (*sample, error) {
 	start, pause := time.Now(), 200*time.Microsecond
-	var q pgx.Batch
+	var (
+		q pgx.Batch
+		p *sample
+	)
 	s.queueSample(&q)
 	for {
-		var w, v int64
-		q.Queue(s.watermarkSQL, s.safe.Load()).QueryRow(func(row pgx.Row) error { return row.Scan(&w, &v) })
-		if err := conn.SendBatch(ctx, &q).Close(); err != nil {
-			return s.fail(ctx, err)
+		var w int64
+		got := new(sample)
+		q.Queue(s.watermarkSQL, append([]any{s.safe.Load()}, p.args()...)...).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&w, &got.seq, &got.holders)
+		})
+		if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
+			return nil, s.fail(ctx, err)
 		}
 		s.raiseSafe(w)
-		if w >= v || time.Since(start) >= listWait {
-			return nil
+		if w >= got.seq || time.Since(start) >= listWait {
+			return got, nil
 		}
 		if err := sleep(ctx, pause); err != nil {
-			return err
+			return nil, err
 		}
 		pause = min(2*pause, 20*time.Millisecond)
-		q = pgx.Batch{}
+		q, p = pgx.Batch{}, got
 	}
 }
 
@@ -177,35 +213,32 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 	if s.closed.Load() {
 		return dst, eventagg.ErrClosed
 	}
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return dst, s.fail(ctx, err)
-	}
-	defer conn.Release()
 	start, pause := time.Now(), 200*time.Microsecond
-	var q pgx.Batch
+	var (
+		q pgx.Batch
+		p *sample
+	)
 	s.queueSample(&q)
-	for first := true; ; first = false {
-		if !first {
-			q = pgx.Batch{}
-		}
-		var w, v int64
-		got := dst
-		args := []any{after, n, s.safe.Load()}
+	for {
+		var (
+			w   int64
+			got []eventagg.Event
+			smp = new(sample)
+		)
+		args := append([]any{after, n, s.safe.Load()}, p.args()...)
 		sql := s.listSQL
 		if topic != "" {
 			sql, args = s.listTopicSQL, append(args, topic)
 		}
 		q.Queue(sql, args...).Query(func(rows pgx.Rows) (err error) {
-			got, w, v, err = scanPage(rows, dst)
+			got, w, err = scanPage(rows, dst, smp)
 			return err
 		})
-		if err := conn.SendBatch(ctx, &q).Close(); err != nil {
+		if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
 			return dst, s.fail(ctx, err)
 		}
 		s.raiseSafe(w)
-		short := len(got)-len(dst) < n
-		if w >= v || !short {
+		if w >= smp.seq || len(got)-len(dst) >= n {
 			s.heldBack.Store(0)
 			return got, nil
 		}
@@ -217,38 +250,33 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 			return dst, err
 		}
 		pause = min(2*pause, 20*time.Millisecond)
+		q, p = pgx.Batch{}, smp
 	}
 }
 
-// scanPage reads a listing's rows: the first (watermark, sampled Seq),
-// then the events, appended to dst until their payloads reach
-// eventagg.PageBytes.
-func scanPage(rows pgx.Rows, dst []eventagg.Event) (_ []eventagg.Event, w, v int64, err error) {
+// scanPage reads a listing's rows: the first (watermark, sample), then the
+// events, appended to dst until their payloads reach eventagg.PageBytes.
+func scanPage(rows pgx.Rows, dst []eventagg.Event, smp *sample) (_ []eventagg.Event, w int64, err error) {
 	size := 0
 	for first := true; size < eventagg.PageBytes && rows.Next(); first = false {
 		var (
-			e       eventagg.Event
-			seq, ns *int64
-			topic   *string
-			id      *string
-			source  *string
-			payload []byte
-			sampled int64
+			seq, sampled, ns  *int64
+			holders           []int64
+			topic, id, source *string
+			payload           []byte
 		)
-		if err := rows.Scan(&seq, &sampled, &topic, &id, &ns, &source, &payload); err != nil {
-			return dst, 0, 0, err
+		if err := rows.Scan(&seq, &sampled, &holders, &topic, &id, &ns, &source, &payload); err != nil {
+			return dst, 0, err
 		}
 		if first {
-			w, v = *seq, sampled
+			w, smp.seq, smp.holders = *seq, *sampled, holders
 			continue
 		}
-		e.Seq, e.Topic, e.EventID, e.Source = *seq, *topic, *id, *source
-		e.Timestamp = driver.FromNanos(*ns)
-		e.Payload = payload
-		dst = append(dst, e)
+		dst = append(dst, eventagg.Event{Seq: *seq, Topic: *topic, EventID: *id, Source: *source,
+			Timestamp: driver.FromNanos(*ns), Payload: payload})
 		size += len(payload)
 	}
-	return dst, w, v, rows.Err()
+	return dst, w, rows.Err()
 }
 
 // sleep pauses for d or until ctx ends, and then returns its error.
