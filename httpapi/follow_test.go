@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,14 +227,20 @@ func TestFollowHeartbeat(t *testing.T) {
 func TestFollowRefusals(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, nil, nil, &httpapi.Options{MaxFollowers: 1})
-	srv := httptest.NewUnstartedServer(checkedHandler(t, s.h))
-	closed := make(chan struct{}, 16) // a connection closed, after its handler returned
-	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
-		if state == http.StateClosed {
-			closed <- struct{}{}
+	// following counts the handlers under way, which wake the test on
+	// followed once they have returned (and freed their slot). Waiting for
+	// a connection to close instead could be woken by another request's.
+	var following atomic.Int64
+	followed := make(chan struct{}, 16)
+	srv := httptest.NewServer(checkedHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		following.Add(1)
+		s.h.ServeHTTP(w, r)
+		following.Add(-1)
+		select {
+		case followed <- struct{}{}:
+		default: // a wake-up is pending already
 		}
-	}
-	srv.Start()
+	})))
 	t.Cleanup(srv.Close)
 	for _, c := range []struct {
 		target, lastID string
@@ -274,7 +280,9 @@ func TestFollowRefusals(t *testing.T) {
 	}
 	cancel()
 	first.resp.Body.Close()
-	<-closed // the first follow's handler has returned: its slot is free
+	for following.Load() > 0 { // the first follow's handler has returned: its slot is free
+		<-followed
+	}
 	if again := openStream(t, t.Context(), srv, "/events?follow=true", nil); again.resp.StatusCode != 200 {
 		t.Fatalf("follow once the first one left: %d", again.resp.StatusCode)
 	}
