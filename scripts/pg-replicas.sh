@@ -4,9 +4,10 @@
 # tool per replica, each with CLIENTS/N clients), for each N in REPLICAS and
 # each batch size in BATCHES. Prints, per run, the events/s summed over the
 # replicas, and the highest numbers seen at once in pg_stat_activity
-# (sampled every 20 ms) of Appends' first transactions running a statement
-# (their inserts), of those waiting on a lock, and of numbering
-# transactions waiting for the append lock (see postgres/doc.go, Append).
+# (sampled every 20 ms) of Appends running their insert statement, of those
+# waiting on a lock, and of numbering transactions waiting for the append
+# lock (schema version 5 only: see postgres/doc.go, Append). Run from a
+# checkout of an older version, it measures that version the same way.
 #
 #   scripts/pg-replicas.sh [DURATION [CLIENTS [REPLICAS [BATCHES]]]]
 #       # default 15s 32 "1 2 4" "1 100"
@@ -39,14 +40,15 @@ for n in $replicas; do
       until curl -sf -o /dev/null "$u/health"; do sleep 0.1; done
     done
     # Sample the activity of the schema's writes while the load runs: the
-    # statements of Appends' first transactions (their text is cut at
-    # track_activity_query_size, so they are told apart from the numbering
-    # statement by its start), those of them waiting on a lock, and the
-    # numbering transactions waiting for the append lock.
+    # Appends' insert statements (their text is cut at
+    # track_activity_query_size, so they are told apart by how the others
+    # start: version 5's numbering, the statement that begins a
+    # transaction, the notification after a commit), those of them waiting
+    # on a lock, and version 5's numberings waiting for the append lock.
     (
       while :; do
-        psql "$dsn" -Atc "SELECT count(*) FILTER (WHERE query NOT LIKE 'WITH hi AS%' AND query NOT LIKE 'SELECT set_config%'),
-            count(*) FILTER (WHERE query NOT LIKE 'WITH hi AS%' AND query NOT LIKE 'SELECT set_config%' AND wait_event_type = 'Lock'),
+        psql "$dsn" -Atc "SELECT count(*) FILTER (WHERE query NOT LIKE 'WITH hi AS%' AND query NOT LIKE 'SELECT set_config%' AND query NOT LIKE 'SELECT pg_notify%'),
+            count(*) FILTER (WHERE query NOT LIKE 'WITH hi AS%' AND query NOT LIKE 'SELECT set_config%' AND query NOT LIKE 'SELECT pg_notify%' AND wait_event_type = 'Lock'),
             count(*) FILTER (WHERE wait_event = 'advisory')
           FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%$schema%' AND pid <> pg_backend_pid()" 2>/dev/null || true
         sleep 0.02
