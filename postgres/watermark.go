@@ -103,8 +103,10 @@ func (s *Store) prepareWatermark(seq string) {
 	(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {schema}.events_seq)::text, false)`)
 	// One read of pg_locks: the append lock's holders (an int8 key is
 	// shown as its high half in classid, its low half in objid, and
-	// objsubid 1) and the ID each holds exclusive, its own.
-	s.sampleHoldersSQL = `SELECT set_config('` + settingHolders + `', (
+	// objsubid 1) and the ID each holds exclusive, its own. If no Seq was
+	// drawn past the watermark found before ($3), none is needed (and the
+	// copy of the server's lock table is saved).
+	s.sampleHoldersSQL = `SELECT set_config('` + settingHolders + `', CASE WHEN current_setting('` + settingSeq + `')::int8 <= $3::int8 THEN '{}' ELSE (
 	WITH l AS MATERIALIZED (
 		SELECT locktype, database, classid, objid, objsubid, transactionid, pid, mode, granted FROM pg_locks
 	)
@@ -113,7 +115,7 @@ func (s *Store) prepareWatermark(seq string) {
 		AND a.classid::int8 = $1::int8 AND a.objid::int8 = $2::int8
 		AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
-)::text, false)`
+)::text END, false)`
 	// The listings return a first row (watermark, sampled Seq, sampled
 	// holders) and then the page. They start after the events that have
 	// left (the retention row's payloads, read in the listing's
@@ -154,7 +156,7 @@ SELECT count(*), (SELECT count(*) FROM (SELECT pg_notify(` + quoteLiteral(s.chan
 // needs (see above), before a statement that uses watermarkExpr.
 func (s *Store) queueSample(q *pgx.Batch) {
 	q.Queue(s.sampleSeqSQL)
-	q.Queue(s.sampleHoldersSQL, int64(uint64(s.lockKey)>>32), int64(uint64(s.lockKey)&0xffffffff))
+	q.Queue(s.sampleHoldersSQL, int64(uint64(s.lockKey)>>32), int64(uint64(s.lockKey)&0xffffffff), s.safe.Load())
 }
 
 // args returns the parameters that pass a sample to a statement: NULLs
