@@ -16,8 +16,8 @@ import (
 // row's taken_over; the deletion of the row by Complete or Release adds
 // taken_over to the one row of claim_state, so that the claims taken over
 // are counted without a row that every Claim writes. No claim statement
-// takes the append lock but a Complete's numbering: claims of
-// different keys never wait for each other, and those of one key wait
+// takes the append lock but a Complete's, shared, as an Append's: claims
+// of different keys never wait for each other, and those of one key wait
 // only for each other's row lock. The package documentation says more,
 // under Claims.
 

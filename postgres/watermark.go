@@ -96,8 +96,9 @@ type sample struct {
 	holders []int64
 }
 
-// prepareWatermark makes the statements of the listings and of the sweep
-// of events left without a number.
+// prepareWatermark makes the statements of the listings, of the
+// watermark's sample, and of the numbering of events left without a
+// number (leftoverSQL).
 func (s *Store) prepareWatermark(seq string) {
 	s.sampleSeqSQL = s.expand(`SELECT set_config('` + settingSeq + `',
 	(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {schema}.events_seq)::text, false)`)
