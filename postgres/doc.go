@@ -169,7 +169,8 @@
 //
 // A key that another Append stored after the second statement's snapshot
 // was taken (the two inserting it at once) was judged new: the insert
-// waits for the other transaction and then fails with a unique violation.
+// fails with a unique violation (once the other transaction commits, if it
+// is still in flight).
 // The transaction is rolled back and Append runs it again with the
 // statement split in two, an insert that skips stored keys (ON CONFLICT
 // DO NOTHING) and then, with a newer snapshot that holds the other
@@ -235,8 +236,10 @@
 // migration of another database, would hold back every listing. Nor does
 // an Append write its rows twice, as a numbering of committed events
 // (schema version 5) did. The price is the listing's: two small reads
-// more (the sequence and pg_locks, which copies the server's lock table
-// under its locks), and the wait for Appends in flight.
+// more (the sequence, and pg_locks, which copies the server's lock table
+// under its locks and is read only if a Seq was drawn past the last
+// watermark), and the wait for Appends in flight: a page of 100 events
+// takes 146 µs where version 5 took 103-109 µs (BenchmarkListPage).
 //
 // Sequence numbers have gaps: duplicates, rejected batches and failed Appends
 // use up numbers too, and events that left leave theirs unused. They never
