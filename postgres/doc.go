@@ -213,7 +213,12 @@
 //  3. list, in a later snapshot, up to v if none of those transactions is
 //     in progress in it (pg_current_snapshot): each has then committed,
 //     its events visible, or rolled back. If one is, the listing goes up
-//     to the highest watermark found before.
+//     to the highest watermark found before (the floor). A watermark
+//     becomes the floor only once the WAL is flushed past the sample:
+//     were the server to crash before the sequence's record of a Seq
+//     drawn by an Append that rolled back reached the disk, the sequence
+//     would give that Seq out again, and a floor kept across the crash
+//     could let a listing pass an Append holding it.
 //
 // A page that comes out short while held back (its watermark below v)
 // runs its third statement again, after pauses from 200µs to 20ms, until

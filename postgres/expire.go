@@ -40,7 +40,7 @@ const lockRetentionSQL = `SELECT payloads, keys FROM {schema}.retention FOR UPDA
 // expireSQL decides what leaves and removes it. Parameters: $1 the
 // PayloadsBefore and $2 the KeysBefore of the call in nanoseconds ($2 at
 // most $1), $3 its Limit, $4 the watermark found before and $5, $6 the
-// sample of the watermark (see watermark.go): it removes no event above
+// Seq and holders sampled (see watermark.go): it removes no event above
 // the watermark, below which an Append in flight could still commit
 // events.
 //
@@ -151,7 +151,7 @@ func (s *Store) Expire(ctx context.Context, q eventagg.ExpireQuery) (eventagg.Ex
 		return eventagg.ExpireResult{}, err
 	}
 	b.Queue(s.lockRetentionSQL)
-	b.Queue(s.expireSQL, append([]any{nanos(q.PayloadsBefore), nanos(keysBefore), int64(q.Limit), s.safe.Load()}, smp.args()...)...).QueryRow(func(row pgx.Row) error {
+	b.Queue(s.expireSQL, append([]any{nanos(q.PayloadsBefore), nanos(keysBefore), int64(q.Limit), s.safe.Load()}, smp.args()[:2]...)...).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&rows, &events, &keys)
 	})
 	// As for Append, the batch runs as one implicit transaction.

@@ -118,8 +118,10 @@ type Store struct {
 	claimSQL, claimCheckSQL, endClaimSQL, claimCountsSQL                  string // see claims.go
 	channel                                                               string // see watch.go
 
-	safe     atomic.Int64 // the highest watermark a listing or Expire found (see watermark.go)
-	heldBack atomic.Int64 // since when listings have been held back, in Unix nanoseconds; 0: they are not
+	safe      atomic.Int64 // the highest watermark a listing or Expire found, once the WAL is flushed past its sample (see watermark.go)
+	pendingMu sync.Mutex
+	pending   pendingFloor // a watermark found before the WAL was flushed past its sample
+	heldBack  atomic.Int64 // since when listings have been held back, in Unix nanoseconds; 0: they are not
 
 	closed  atomic.Bool
 	once    sync.Once
@@ -401,7 +403,7 @@ SELECT NULL::text, count(*)::int8, coalesce(sum(r), 0)::int8, coalesce(sum(u), 0
 UNION ALL
 (SELECT topic, 0, r, u, d, c, x FROM t WHERE topic > $1 ORDER BY topic LIMIT $2)`)
 	s.expireSQL = s.expand(strings.NewReplacer("{maxint}", strconv.FormatInt(math.MaxInt64, 10),
-		"{shard}", strconv.Itoa(expireShard), "{watermark}", watermarkExpr(4, 5, 6)).Replace(expireSQL))
+		"{shard}", strconv.Itoa(expireShard), "{watermark}", watermarkExpr(4, 5)).Replace(expireSQL))
 	s.lockRetentionSQL = s.expand(lockRetentionSQL)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
 	s.prepareClaims()

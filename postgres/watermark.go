@@ -33,7 +33,10 @@ import (
 //     its watermark if none of those transactions is in progress in its
 //     snapshot (pg_current_snapshot): each has then committed or rolled
 //     back, and its events are in the snapshot or never will be. If one
-//     is, the watermark stays where an earlier listing left it (safe).
+//     is, the watermark stays where an earlier listing left it (the
+//     floor, safe). A watermark becomes the floor only once the WAL is
+//     flushed past the sample (see floorExpr), so that no Seq up to it
+//     can be given out again after a crash of the server.
 //
 // Samples 1 and 2 are kept in the connection's settings, which statement 3
 // reads, so that the three need no round trip between them; statement 3
@@ -59,14 +62,36 @@ const (
 const (
 	settingSeq     = "eventagg.sample_seq"
 	settingHolders = "eventagg.sample_holders"
+	settingLSN     = "eventagg.sample_lsn"
 )
 
-// sampleExprs returns the sampled Seq and holders of a statement: the
-// parameters v and h, or where they are NULL, the settings that
-// sampleSeqSQL and sampleHoldersSQL, run before on the connection, left.
-func sampleExprs(v, h int) (seq, holders string) {
-	return `coalesce(` + param(v) + `::int8, current_setting('` + settingSeq + `')::int8)`,
-		`coalesce(` + param(h) + `::int8[], current_setting('` + settingHolders + `')::int8[])`
+// sampleExprs returns the sampled Seq, holders and WAL position of a
+// statement, from the parameters p, p+1 and p+2, or where they are NULL,
+// the settings that sampleSeqSQL and sampleHoldersSQL, run before on the
+// connection, left.
+//
+// The settings are read with missing_ok: the planner may evaluate them to
+// estimate a generic plan's rows even where the parameter is given, on a
+// connection that never ran the sample.
+func sampleExprs(p int) (seq, holders, lsn string) {
+	return `coalesce(` + param(p) + `::int8, current_setting('` + settingSeq + `', true)::int8)`,
+		`coalesce(` + param(p+1) + `::int8[], current_setting('` + settingHolders + `', true)::int8[])`,
+		`coalesce(` + param(p+2) + `::text, current_setting('` + settingLSN + `', true))::pg_lsn`
+}
+
+// floorExpr returns the floor that a statement's watermark w (an SQL
+// expression) leaves for the next ones, given the sample from parameter p
+// on (see sampleExprs): w, once the WAL is flushed past the position
+// sampled after the sampled Seq was read, and until then the parameter
+// floor. A watermark may serve this statement before: the events it shows
+// are committed, so their Seqs' sequence records are flushed. But if the
+// server crashed before the record of a Seq drawn by an Append that
+// rolled back was flushed, the sequence would give that Seq out again
+// after the restart, to an Append that could commit after a higher one:
+// as a floor, kept across a crash, it could let a listing pass it.
+func floorExpr(w string, floor, p int) string {
+	_, _, lsn := sampleExprs(p)
+	return `CASE WHEN pg_current_wal_flush_lsn() >= ` + lsn + ` THEN ` + w + ` ELSE ` + param(floor) + `::int8 END`
 }
 
 // watermarkExpr returns the watermark of a statement, given the sample
@@ -78,8 +103,8 @@ func sampleExprs(v, h int) (seq, holders string) {
 // transaction in progress is less than 2^31 IDs away.
 // pg_visible_in_snapshot is false for an ID in progress, listed or at or
 // above xmax.
-func watermarkExpr(floor, v, h int) string {
-	seq, holders := sampleExprs(v, h)
+func watermarkExpr(floor, p int) string {
+	seq, holders, _ := sampleExprs(p)
 	return `CASE WHEN NOT EXISTS (
 	SELECT FROM unnest(` + holders + `) h,
 		(SELECT pg_current_snapshot() AS s, pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS x) n
@@ -89,11 +114,60 @@ func watermarkExpr(floor, v, h int) string {
 THEN greatest(` + seq + `, ` + param(floor) + `::int8) ELSE ` + param(floor) + `::int8 END`
 }
 
-// sample is a listing's sample of the watermark: the last Seq drawn and
-// the transaction IDs (32 bits) of the append lock's holders after.
+// flushedExpr returns whether the WAL is flushed past the position of
+// parameter p (text, NULL for none: false).
+func flushedExpr(p int) string {
+	return `coalesce(pg_current_wal_flush_lsn() >= ` + param(p) + `::text::pg_lsn, false)`
+}
+
+// pendingFloor is a watermark that may serve as a floor once the WAL is
+// flushed past lsn (see floorExpr): a statement found it before the WAL
+// was, and a later one adopts it. Until then the floor lags; the WAL
+// writer flushes within wal_writer_delay (200ms by default), and every
+// Append's commit does.
+type pendingFloor struct {
+	w   int64
+	lsn string
+}
+
+// floorArg returns the WAL position of the pending floor, for flushedExpr,
+// and the floor itself.
+func (s *Store) floorArg() (any, int64) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if s.pending.lsn == "" {
+		return nil, 0
+	}
+	return s.pending.lsn, s.pending.w
+}
+
+// found records what a statement found: w, its watermark, became the
+// floor (the statement's floor is w) or is pending until the WAL is
+// flushed past lsn; flushed tells whether the pending floor it was given,
+// pendingW, may now serve.
+func (s *Store) found(w, floor int64, lsn string, flushed bool, pendingW int64) {
+	if flushed {
+		s.raiseSafe(pendingW)
+	}
+	s.raiseSafe(floor)
+	safe := s.safe.Load()
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if s.pending.w <= safe {
+		s.pending = pendingFloor{}
+	}
+	if w > safe && w > s.pending.w {
+		s.pending = pendingFloor{w: w, lsn: lsn}
+	}
+}
+
+// sample is a listing's sample of the watermark: the last Seq drawn, the
+// transaction IDs (32 bits) of the append lock's holders after, and the
+// WAL's insert position then.
 type sample struct {
 	seq     int64
 	holders []int64
+	lsn     string
 }
 
 // prepareWatermark makes the statements of the listings, of the
@@ -116,30 +190,34 @@ func (s *Store) prepareWatermark(seq string) {
 		AND a.classid::int8 = $1::int8 AND a.objid::int8 = $2::int8
 		AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
-)::text END, false)`
-	// The listings return a first row (watermark, sampled Seq, sampled
-	// holders) and then the page. They start after the events that have
-	// left (the retention row's payloads, read in the listing's
-	// snapshot): a cursor at one of them goes on from the next event that
-	// is still there. Parameters: $1 the cursor, $2 the page size, $3 the
-	// floor, $4 and $5 the sample or NULL (see sampleExprs); $6 the topic.
-	sampled, holders := sampleExprs(4, 5)
+)::text END, false), set_config('` + settingLSN + `', pg_current_wal_insert_lsn()::text, false)`
+	// The listings return a first row (watermark, sampled Seq, holders
+	// and WAL position, the floor it leaves) and then the page. They start
+	// after the events that have left (the retention row's payloads, read
+	// in the listing's snapshot): a cursor at one of them goes on from the
+	// next event that is still there. Parameters: $1 the cursor, $2 the
+	// page size, $3 the floor, $4-$6 the sample or NULL (see sampleExprs),
+	// $7 the WAL position of the pending floor (see flushedExpr); $8 the
+	// topic.
+	sampled, holders, lsn := sampleExprs(4)
 	list := func(topic string) string {
 		return s.expand(`WITH w AS MATERIALIZED (
-	SELECT ` + sampled + ` AS v, ` + holders + ` AS h, ` + watermarkExpr(3, 4, 5) + ` AS w
+	SELECT ` + sampled + ` AS v, ` + holders + ` AS h, ` + lsn + `::text AS l, ` + watermarkExpr(3, 4) + ` AS w
 )
-SELECT w.w, w.v, w.h, NULL::text, NULL::text, NULL::int8, NULL::text, NULL::bytea FROM w
+SELECT w.w, w.v, w.h, w.l, ` + floorExpr("w.w", 3, 4) + `, ` + flushedExpr(7) + `, NULL::text, NULL::text, NULL::int8, NULL::text, NULL::bytea FROM w
 UNION ALL
-(SELECT seq, 0::int8, NULL::int8[], topic, event_id, ts, source, payload FROM {schema}.events
+(SELECT seq, 0::int8, NULL::int8[], NULL::text, 0::int8, false, topic, event_id, ts, source, payload FROM {schema}.events
 WHERE ` + topic + `seq > greatest($1::int8, (SELECT payloads FROM {schema}.retention)) AND seq <= (SELECT w FROM w)
 ORDER BY seq LIMIT $2)`)
 	}
 	s.listSQL = list("")
-	s.listTopicSQL = list("topic = $6 AND ")
-	// watermarkSQL returns the watermark, the sampled Seq and holders.
-	// Parameters: $1 the floor, $2 and $3 the sample or NULL.
-	sampled, holders = sampleExprs(2, 3)
-	s.watermarkSQL = `SELECT ` + watermarkExpr(1, 2, 3) + `, ` + sampled + `, ` + holders
+	s.listTopicSQL = list("topic = $8 AND ")
+	// watermarkSQL returns the watermark, the sample, the floor it leaves
+	// and whether the pending floor's WAL is flushed. Parameters: $1 the
+	// floor, $2-$4 the sample or NULL, $5 the pending floor's position.
+	sampled, holders, lsn = sampleExprs(2)
+	s.watermarkSQL = `WITH w AS MATERIALIZED (SELECT ` + watermarkExpr(1, 2) + ` AS w)
+SELECT w.w, ` + sampled + `, ` + holders + `, ` + lsn + `::text, ` + floorExpr("w.w", 1, 2) + `, ` + flushedExpr(5) + ` FROM w`
 	// leftoverSQL numbers, under the append lock taken exclusive, the
 	// events that a replica of schema version 5 left with a provisional,
 	// negative Seq (it stored them in one transaction and numbered them in
@@ -164,9 +242,9 @@ func (s *Store) queueSample(q *pgx.Batch) {
 // for none, which makes it read the connection's settings.
 func (p *sample) args() []any {
 	if p == nil {
-		return []any{nil, nil}
+		return []any{nil, nil, nil}
 	}
-	return []any{p.seq, append([]int64{}, p.holders...)} // an empty array, not NULL
+	return []any{p.seq, append([]int64{}, p.holders...), p.lsn} // an empty array, not NULL
 }
 
 // awaitWatermark samples the watermark (see above), and waits, as a
@@ -181,15 +259,19 @@ func (s *Store) awaitWatermark(ctx context.Context) (*sample, error) {
 	)
 	s.queueSample(&q)
 	for {
-		var w int64
+		var (
+			w, floor int64
+			flushed  bool
+		)
 		got := new(sample)
-		q.Queue(s.watermarkSQL, append([]any{s.safe.Load()}, p.args()...)...).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&w, &got.seq, &got.holders)
+		pendingLSN, pendingW := s.floorArg()
+		q.Queue(s.watermarkSQL, append(append([]any{s.safe.Load()}, p.args()...), pendingLSN)...).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&w, &got.seq, &got.holders, &got.lsn, &floor, &flushed)
 		})
 		if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
 			return nil, s.fail(ctx, err)
 		}
-		s.raiseSafe(w)
+		s.found(w, floor, got.lsn, flushed, pendingW)
 		if w >= got.seq || time.Since(start) >= listWait {
 			return got, nil
 		}
@@ -224,23 +306,25 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 	s.queueSample(&q)
 	for {
 		var (
-			w   int64
-			got []eventagg.Event
-			smp = new(sample)
+			w, floor int64
+			flushed  bool
+			got      []eventagg.Event
+			smp      = new(sample)
 		)
-		args := append([]any{after, n, s.safe.Load()}, p.args()...)
+		pendingLSN, pendingW := s.floorArg()
+		args := append(append([]any{after, n, s.safe.Load()}, p.args()...), pendingLSN)
 		sql := s.listSQL
 		if topic != "" {
 			sql, args = s.listTopicSQL, append(args, topic)
 		}
 		q.Queue(sql, args...).Query(func(rows pgx.Rows) (err error) {
-			got, w, err = scanPage(rows, dst, smp)
+			got, w, floor, flushed, err = scanPage(rows, dst, smp)
 			return err
 		})
 		if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
 			return dst, s.fail(ctx, err)
 		}
-		s.raiseSafe(w)
+		s.found(w, floor, smp.lsn, flushed, pendingW)
 		if w >= smp.seq || len(got)-len(dst) >= n {
 			s.heldBack.Store(0)
 			return got, nil
@@ -257,29 +341,31 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 	}
 }
 
-// scanPage reads a listing's rows: the first (watermark, sample), then the
-// events, appended to dst until their payloads reach eventagg.PageBytes.
-func scanPage(rows pgx.Rows, dst []eventagg.Event, smp *sample) (_ []eventagg.Event, w int64, err error) {
+// scanPage reads a listing's rows: the first (watermark, sample, floor),
+// then the events, appended to dst until their payloads reach
+// eventagg.PageBytes.
+func scanPage(rows pgx.Rows, dst []eventagg.Event, smp *sample) (_ []eventagg.Event, w, floor int64, flushed bool, err error) {
 	size := 0
 	for first := true; size < eventagg.PageBytes && rows.Next(); first = false {
 		var (
-			seq, sampled, ns  *int64
-			holders           []int64
-			topic, id, source *string
-			payload           []byte
+			seq, sampled, f, ns    *int64
+			holders                []int64
+			lsn, topic, id, source *string
+			payload                []byte
 		)
-		if err := rows.Scan(&seq, &sampled, &holders, &topic, &id, &ns, &source, &payload); err != nil {
-			return dst, 0, err
+		var fl bool
+		if err := rows.Scan(&seq, &sampled, &holders, &lsn, &f, &fl, &topic, &id, &ns, &source, &payload); err != nil {
+			return dst, 0, 0, false, err
 		}
 		if first {
-			w, smp.seq, smp.holders = *seq, *sampled, holders
+			w, floor, flushed, smp.seq, smp.holders, smp.lsn = *seq, *f, fl, *sampled, holders, *lsn
 			continue
 		}
 		dst = append(dst, eventagg.Event{Seq: *seq, Topic: *topic, EventID: *id, Source: *source,
 			Timestamp: driver.FromNanos(*ns), Payload: payload})
 		size += len(payload)
 	}
-	return dst, w, rows.Err()
+	return dst, w, floor, flushed, rows.Err()
 }
 
 // sleep pauses for d or until ctx ends, and then returns its error.
