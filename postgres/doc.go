@@ -242,9 +242,9 @@
 // an Append write its rows twice, as a numbering of committed events
 // (schema version 5) did. The price is the listing's: two small reads
 // more (the sequence, and pg_locks, which copies the server's lock table
-// under its locks and is read only if a Seq was drawn past the last
-// watermark), and the wait for Appends in flight: a page of 100 events
-// takes 146 µs where version 5 took 103-109 µs (BenchmarkListPage).
+// under its locks and is read only if a Seq was drawn past the
+// floor), and the wait for Appends in flight: a page of 100 events takes
+// about 167 µs where version 5 took 103-109 µs (BenchmarkListPage).
 //
 // Sequence numbers have gaps: duplicates, rejected batches and failed Appends
 // use up numbers too, and events that left leave theirs unused. They never
