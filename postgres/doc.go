@@ -228,11 +228,12 @@
 // client). Then it returns the events up to the watermark, never past it,
 // and the store reports itself held back ([Store.StoreMetrics]:
 // eventagg_postgres_listings_held_back and _seconds) until a listing is
-// not; [Store.Watch] wakes its callers every 50ms meanwhile. Hence a reader
-// paging with After sees every event exactly once, in Seq order, whichever
-// replica stored it (TestListingUnderConcurrentWriters: four replicas,
-// writers out of step, commits delayed by 0 to 7ms, a transaction held
-// open; TestListingsWaitForAppendsInFlight).
+// not; meanwhile listings wait 20ms at most, and [Store.Watch] wakes its
+// callers every 50ms. Hence a reader paging with After sees every event
+// exactly once, in Seq order, whichever replica stored it
+// (TestListingUnderConcurrentWriters: four replicas, writers out of step,
+// commits delayed by 0 to 7ms, a transaction held open;
+// TestListingsWaitForAppendsInFlight).
 //
 // The cursor stays a Seq. Only Appends of the schema hold listings back:
 // not other transactions of the cluster, as a cursor on (transaction ID,
@@ -316,10 +317,12 @@
 // same time counts it as if it had committed first; an insert of a key that
 // an Expire is removing waits for the Expire's transaction. Like a
 // listing, an Expire removes no event above the watermark (see Listing
-// order across replicas), and first waits, as a listing does, for the
-// Appends in flight as it begins: an Append in flight may still commit
-// events below the Seqs committed above it, and the prefixes, once
-// passed, must gain no event (TestExpireStopsAtAppendsInFlight). Events
+// order across replicas): an Append in flight may still commit events
+// below the Seqs committed above it, and the prefixes, once passed, must
+// gain no event (TestExpireStopsAtAppendsInFlight). It does not wait for
+// the Appends in flight, as it runs on the Aggregator's writer: it judges
+// the sample the previous Expire took, and so lags a call behind while
+// other replicas append. Events
 // with a provisional Seq (see Upgrading from schema version 5) are
 // outside both prefixes, and leave only once numbered.
 //

@@ -122,9 +122,11 @@ SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM due), (SELECT count(*) FR
 //
 // Expire does not take the append lock, so it does not hold Appends back,
 // nor do they hold it back. Like a listing, it removes no event above the
-// watermark, below which no Append in flight can commit, and waits for
-// the Appends in flight as it begins as a listing does (see watermark.go):
-// the events that left stay a prefix of the Seqs.
+// watermark, below which no Append in flight can commit (see
+// watermark.go): the events that left stay a prefix of the Seqs. It does
+// not wait for Appends in flight, as it runs on the Aggregator's writer:
+// it judges the sample the previous Expire took, and so lags one call
+// behind when other replicas append all the time.
 //
 // On error nothing is removed and no counter moves; if the connection fails
 // while the commit is in flight, the chunk may have been removed.
@@ -146,7 +148,7 @@ func (s *Store) Expire(ctx context.Context, q eventagg.ExpireQuery) (eventagg.Ex
 		rows, events, keys int64
 		b                  pgx.Batch
 	)
-	smp, err := s.awaitWatermark(ctx)
+	smp, err := s.expireWatermark(ctx)
 	if err != nil {
 		return eventagg.ExpireResult{}, err
 	}

@@ -111,7 +111,8 @@ type Store struct {
 	writeTO time.Duration // Options.WriteTimeout; 0: none
 
 	beginSQL, insertSQL, statusSQL, statusLaterSQL, fastSQL, fastLaterSQL string // see prepareSQL
-	sampleSeqSQL, sampleHoldersSQL, watermarkSQL, leftoverSQL             string // see watermark.go
+	sampleSeqSQL, sampleHoldersSQL, watermarkSQL, readSampleSQL           string // see watermark.go
+	leftoverSQL                                                           string
 	notifySQL                                                             string
 	listSQL, listTopicSQL, statsSQL, queryStatsSQL, pingSQL               string
 	lockRetentionSQL, expireSQL                                           string
@@ -121,6 +122,7 @@ type Store struct {
 	safe      atomic.Int64 // the highest watermark a listing or Expire found, once the WAL is flushed past its sample (see watermark.go)
 	pendingMu sync.Mutex
 	pending   pendingFloor // a watermark found before the WAL was flushed past its sample
+	expireSmp *sample      // the sample the last Expire took, for the next to judge
 	heldBack  atomic.Int64 // since when listings have been held back, in Unix nanoseconds; 0: they are not
 
 	closed  atomic.Bool

@@ -46,15 +46,17 @@ import (
 // pauses that grow from 200µs to 20ms, until the Appends that were in
 // flight when it began have ended or listWait has passed: a listing shows
 // every event acknowledged before it began unless an Append stays in
-// flight longer than that. Then it returns what it may
-// show, and the store counts itself held back (StoreMetrics) until a
-// listing is not, and Watch wakes its callers every heldBackPoll meanwhile,
-// as no notification may come when the Append ends.
+// flight longer than that. Then it returns what it may show, and the
+// store counts itself held back (StoreMetrics) until a listing is not;
+// meanwhile listings wait heldBackWait at most, and Watch wakes its
+// callers every heldBackPoll, as no notification may come when the Append
+// ends.
 //
 // Only Appends to the schema hold listings back: not other transactions of
 // the cluster, as a filter on the snapshot's xmin would.
 const (
 	listWait     = time.Second
+	heldBackWait = 20 * time.Millisecond // how long a listing waits while held back already
 	heldBackPoll = 50 * time.Millisecond
 )
 
@@ -212,6 +214,10 @@ ORDER BY seq LIMIT $2)`)
 	}
 	s.listSQL = list("")
 	s.listTopicSQL = list("topic = $8 AND ")
+	// readSampleSQL returns the sample that sampleSeqSQL and
+	// sampleHoldersSQL left in the connection's settings.
+	s.readSampleSQL = `SELECT current_setting('` + settingSeq + `')::int8, current_setting('` + settingHolders + `')::int8[],
+	current_setting('` + settingLSN + `')`
 	// watermarkSQL returns the watermark, the sample, the floor it leaves
 	// and whether the pending floor's WAL is flushed. Parameters: $1 the
 	// floor, $2-$4 the sample or NULL, $5 the pending floor's position.
@@ -247,40 +253,40 @@ func (p *sample) args() []any {
 	return []any{p.seq, append([]int64{}, p.holders...), p.lsn} // an empty array, not NULL
 }
 
-// awaitWatermark samples the watermark (see above), and waits, as a
-// listing does, until the Appends in flight then have ended or listWait
-// has passed. It raises the store's safe watermark to what it found, and
-// returns the sample, for a statement that uses watermarkExpr after.
-func (s *Store) awaitWatermark(ctx context.Context) (*sample, error) {
-	start, pause := time.Now(), 200*time.Microsecond
+// expireWatermark finds the watermark for an Expire without waiting: an
+// Expire runs on the Aggregator's writer, which must not stall while an
+// Append of another replica stays in flight. It judges the sample the
+// previous Expire took, whose Appends have had the time between the two
+// to end (or, for the first, a fresh one), takes a fresh sample for the
+// next, and raises the floor as a listing does. It returns the sample it
+// judged, for expireSQL.
+func (s *Store) expireWatermark(ctx context.Context) (*sample, error) {
+	s.pendingMu.Lock()
+	prev := s.expireSmp
+	s.pendingMu.Unlock()
 	var (
-		q pgx.Batch
-		p *sample
+		q        pgx.Batch
+		w, floor int64
+		flushed  bool
+		judged   = new(sample)
+		next     = new(sample)
 	)
+	pendingLSN, pendingW := s.floorArg()
 	s.queueSample(&q)
-	for {
-		var (
-			w, floor int64
-			flushed  bool
-		)
-		got := new(sample)
-		pendingLSN, pendingW := s.floorArg()
-		q.Queue(s.watermarkSQL, append(append([]any{s.safe.Load()}, p.args()...), pendingLSN)...).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&w, &got.seq, &got.holders, &got.lsn, &floor, &flushed)
-		})
-		if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
-			return nil, s.fail(ctx, err)
-		}
-		s.found(w, floor, got.lsn, flushed, pendingW)
-		if w >= got.seq || time.Since(start) >= listWait {
-			return got, nil
-		}
-		if err := sleep(ctx, pause); err != nil {
-			return nil, err
-		}
-		pause = min(2*pause, 20*time.Millisecond)
-		q, p = pgx.Batch{}, got
+	q.Queue(s.watermarkSQL, append(append([]any{s.safe.Load()}, prev.args()...), pendingLSN)...).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&w, &judged.seq, &judged.holders, &judged.lsn, &floor, &flushed)
+	})
+	q.Queue(s.readSampleSQL).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&next.seq, &next.holders, &next.lsn)
+	})
+	if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
+		return nil, s.fail(ctx, err)
 	}
+	s.found(w, floor, judged.lsn, flushed, pendingW)
+	s.pendingMu.Lock()
+	s.expireSmp = next
+	s.pendingMu.Unlock()
+	return judged, nil
 }
 
 // raiseSafe records w as a watermark found, if higher than the last.
@@ -329,7 +335,7 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 			s.heldBack.Store(0)
 			return got, nil
 		}
-		if time.Since(start) >= listWait {
+		if wait := time.Since(start); wait >= listWait || wait >= heldBackWait && s.heldBack.Load() != 0 {
 			s.heldBack.CompareAndSwap(0, time.Now().UnixNano())
 			return got, nil
 		}
