@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/eventagg/eventagg"
@@ -110,7 +111,7 @@ func watermarkExpr(floor, p int) string {
 	return `CASE WHEN NOT EXISTS (
 	SELECT FROM unnest(` + holders + `) h,
 		(SELECT pg_current_snapshot() AS s, pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS x) n
-	WHERE NOT pg_visible_in_snapshot(greatest(3, n.x - n.x % 4294967296 + h
+	WHERE h < 0 OR NOT pg_visible_in_snapshot(greatest(3, n.x - n.x % 4294967296 + h
 		- CASE WHEN h - n.x % 4294967296 > 2147483648 THEN 4294967296 ELSE 0 END
 		+ CASE WHEN n.x % 4294967296 - h > 2147483648 THEN 4294967296 ELSE 0 END)::text::xid8, n.s))
 THEN greatest(` + seq + `, ` + param(floor) + `::int8) ELSE ` + param(floor) + `::int8 END`
@@ -180,18 +181,25 @@ func (s *Store) prepareWatermark(seq string) {
 	(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {schema}.events_seq)::text, false)`)
 	// One read of pg_locks: the append lock's holders (an int8 key is
 	// shown as its high half in classid, its low half in objid, and
-	// objsubid 1) and the ID each holds exclusive, its own. If no Seq was
+	// objsubid 1) and the ID each holds exclusive, its own; -1 for a
+	// holder without one. An Append of this version has its ID from the
+	// statement that takes the lock on; a replica of an earlier version
+	// takes the lock exclusive and may draw Seqs before it has an ID. No
+	// Seq is drawn past such a holder's before it ends, so it could not
+	// make a listing skip; but a holder whose end cannot be checked makes
+	// the sample unsafe all the same (see watermarkExpr), and a listing
+	// that retries takes a fresh sample. If no Seq was
 	// drawn past the watermark found before ($3), none is needed (and the
 	// copy of the server's lock table is saved).
 	s.sampleHoldersSQL = `SELECT set_config('` + settingHolders + `', CASE WHEN current_setting('` + settingSeq + `')::int8 <= $3::int8 THEN '{}' ELSE (
 	WITH l AS MATERIALIZED (
 		SELECT locktype, database, classid, objid, objsubid, transactionid, pid, mode, granted FROM pg_locks
 	)
-	SELECT coalesce(array_agg(t.transactionid::text::int8), '{}') FROM l a JOIN l t ON t.pid = a.pid
+	SELECT coalesce(array_agg(coalesce(t.transactionid::text::int8, -1)), '{}') FROM l a
+	LEFT JOIN l t ON t.pid = a.pid AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
 	WHERE a.locktype = 'advisory' AND a.granted AND a.objsubid = 1
 		AND a.classid::int8 = $1::int8 AND a.objid::int8 = $2::int8
 		AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
 )::text END, false), set_config('` + settingLSN + `', pg_current_wal_insert_lsn()::text, false)`
 	// The listings return a first row (watermark, sampled Seq, holders
 	// and WAL position, the floor it leaves) and then the page. They start
@@ -344,6 +352,12 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 		}
 		pause = min(2*pause, 20*time.Millisecond)
 		q, p = pgx.Batch{}, smp
+		if slices.ContainsFunc(smp.holders, func(h int64) bool { return h < 0 }) {
+			// A holder without a transaction ID cannot be told ended
+			// later: the next attempt samples afresh.
+			p = nil
+			s.queueSample(&q)
+		}
 	}
 }
 
@@ -394,7 +408,8 @@ func (s *Store) numberLeftovers(ctx context.Context) error {
 		return err
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, s.lockKey); err != nil {
+		// The transaction ID before any Seq is drawn, as for an Append.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1), pg_current_xact_id()`, s.lockKey); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, s.leftoverSQL)
