@@ -296,12 +296,10 @@ func (s *Store) prepareSQL() {
 	RETURNING 1
 ), w AS MATERIALIZED (
 	SELECT set_config('eventagg.stored', CASE WHEN (SELECT count(*) FROM ins) > 0 THEN 'on' ELSE 'off' END, false)
-), sq AS MATERIALIZED (
-	SELECT array_agg(coalesce(seq, 0) ORDER BY ord) AS seqs FROM f -- without NULLs, an element is found at once
 )
 SELECT 0::int8, 0::int8, (SELECT count(*) FROM w)
 UNION ALL
-SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN (SELECT sq.seqs[o.ord] FROM sq) ELSE 0 END
+SELECT o.ord, o.status, CASE WHEN o.status = 0 THEN o.seq ELSE 0 END
 FROM o, rej WHERE o.status = 2 OR o.status = 0 AND NOT rej.rejected`
 	fast := func(sql string) string {
 		return s.expand(strings.NewReplacer("{seq}", seq, "{shards}", strconv.Itoa(s.shards),
@@ -374,7 +372,7 @@ ON CONFLICT (topic, event_id) DO NOTHING`)
 	// 1..$1, later copies $1 + their ordinal), their status, and the Seq
 	// of those stored (0 for a conflict).
 	const first = `WITH f AS MATERIALIZED (
-	SELECT f.ord, f.topic, f.event_id, coalesce((
+	SELECT f.ord, f.topic, f.event_id, NULL::int8 AS seq, coalesce((
 		SELECT CASE
 			WHEN e.xmin = pg_current_xact_id_if_assigned()::xid THEN 0
 			WHEN ` + storedDigest + ` = f.phash THEN 1
@@ -424,7 +422,7 @@ const storedDigest = `coalesce(e.phash, substr(sha256(coalesce(e.payload, ''::by
 // of its keys. Its condition on ord, always true, gives $1 its type in the
 // statements that would not use it otherwise.
 const firstOnly = `, o AS NOT MATERIALIZED (
-	SELECT ord, topic, event_id, status FROM f WHERE ord <= $1::int8
+	SELECT ord, topic, event_id, status, seq FROM f WHERE ord <= $1::int8
 )`
 
 // laterCTE returns the CTEs that judge the later copies of the batch's
@@ -447,7 +445,7 @@ func laterCTE(p int) string {
 	FROM unnest($p0::text[], $p1::text[], $p2::int8[], $p3::bool[], $p4::bytea[])
 		WITH ORDINALITY AS l (topic, event_id, first, same, phash, ord)
 ), o AS MATERIALIZED (
-	SELECT ord, topic, event_id, status FROM f UNION ALL SELECT ord, topic, event_id, status FROM l
+	SELECT ord, topic, event_id, status, seq FROM f UNION ALL SELECT ord, topic, event_id, status, NULL::int8 FROM l
 )`)
 }
 
