@@ -245,7 +245,7 @@
 // more (the sequence, and pg_locks, which copies the server's lock table
 // under its locks and is read only if a Seq was drawn past the
 // floor), and the wait for Appends in flight: a page of 100 events takes
-// about 167 µs where version 5 took 103-109 µs (BenchmarkListPage).
+// about 154 µs where version 5 took 103-109 µs (BenchmarkListPage).
 //
 // Sequence numbers have gaps: duplicates, rejected batches and failed Appends
 // use up numbers too, and events that left leave theirs unused. They never
@@ -288,13 +288,14 @@
 //     the rows stored before version 2, computed with sha256() when the
 //     payload leaves), by which Append judges a later copy.
 //
-// Expire is one transaction and one round trip. Its first statement locks
-// the retention row (SELECT ... FOR UPDATE), so that the Expires of every
-// replica run one at a time. The second, with a snapshot taken once the
-// lock is held, reads up to Limit kept keys and Limit events after the
-// prefixes, oldest first, from the primary key; stops at the first that is
-// not due (accepted at or after KeysBefore, or PayloadsBefore); deletes the
-// rows of the keys that leave, kept keys and events alike, as one range of
+// Expire is one transaction and one round trip. Its first statements
+// judge the watermark (see below); the next locks the retention row
+// (SELECT ... FOR UPDATE), so that the Expires of every replica run one at
+// a time. The last, with a snapshot taken once the lock is held, reads up
+// to Limit kept keys and Limit events after the prefixes, oldest first,
+// from the primary key; stops at the first that is not due (accepted at or
+// after KeysBefore, or PayloadsBefore); deletes the rows of the keys that
+// leave, kept keys and events alike, as one range of
 // the primary key; keeps the key and digest of the other events that
 // leave, as one range UPDATE; adds to the expired counters; and moves the
 // prefixes.

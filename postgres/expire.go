@@ -39,10 +39,11 @@ const lockRetentionSQL = `SELECT payloads, keys FROM {schema}.retention FOR UPDA
 
 // expireSQL decides what leaves and removes it. Parameters: $1 the
 // PayloadsBefore and $2 the KeysBefore of the call in nanoseconds ($2 at
-// most $1), $3 its Limit, $4 the watermark found before and $5, $6 the
-// Seq and holders sampled (see watermark.go): it removes no event above
-// the watermark, below which an Append in flight could still commit
-// events.
+// most $1), $3 its Limit; $4 the floor, $5 and $6 the Seq and holders
+// sampled, $7 and $8 the position and watermark of the pending floor,
+// which serves if the WAL is flushed past it (see watermark.go): it
+// removes no event above the watermark, below which an Append in flight
+// could still commit events.
 //
 // k reads the kept keys, oldest first, up to the limit; kk are those that
 // leave: the ones before the first accepted at or after $2. k1 is the keys
@@ -112,7 +113,8 @@ const expireSQL = `WITH r AS MATERIALIZED (
 SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM due), (SELECT count(*) FROM del)`
 
 // Expire implements [eventagg.Expirer] in one transaction and one round
-// trip: it locks the retention row, then one statement removes up to
+// trip: it judges the watermark, locks the retention row, then one
+// statement removes up to
 // q.Limit kept keys accepted before q.KeysBefore, oldest first, then up to
 // q.Limit events accepted before q.PayloadsBefore, oldest first: deleting
 // them while their keys leave with them, then keeping the key and digest
@@ -148,18 +150,16 @@ func (s *Store) Expire(ctx context.Context, q eventagg.ExpireQuery) (eventagg.Ex
 		rows, events, keys int64
 		b                  pgx.Batch
 	)
-	smp, err := s.expireWatermark(ctx)
-	if err != nil {
-		return eventagg.ExpireResult{}, err
-	}
+	wargs, found := s.queueExpireWatermark(&b)
 	b.Queue(s.lockRetentionSQL)
-	b.Queue(s.expireSQL, append([]any{nanos(q.PayloadsBefore), nanos(keysBefore), int64(q.Limit), s.safe.Load()}, smp.args()[:2]...)...).QueryRow(func(row pgx.Row) error {
+	b.Queue(s.expireSQL, append([]any{nanos(q.PayloadsBefore), nanos(keysBefore), int64(q.Limit)}, wargs...)...).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&rows, &events, &keys)
 	})
 	// As for Append, the batch runs as one implicit transaction.
 	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
 		return eventagg.ExpireResult{}, s.fail(ctx, err)
 	}
+	found()
 	if rows != 1 {
 		return eventagg.ExpireResult{}, fmt.Errorf("postgres: schema %q: the retention table holds %d rows, not 1", s.schema, rows)
 	}

@@ -403,7 +403,7 @@ SELECT NULL::text, count(*)::int8, coalesce(sum(r), 0)::int8, coalesce(sum(u), 0
 UNION ALL
 (SELECT topic, 0, r, u, d, c, x FROM t WHERE topic > $1 ORDER BY topic LIMIT $2)`)
 	s.expireSQL = s.expand(strings.NewReplacer("{maxint}", strconv.FormatInt(math.MaxInt64, 10),
-		"{shard}", strconv.Itoa(expireShard), "{watermark}", watermarkExpr(4, 5)).Replace(expireSQL))
+		"{shard}", strconv.Itoa(expireShard), "{watermark}", watermarkExpr(`greatest($4::int8, CASE WHEN `+flushedExpr(`$7::text::pg_lsn`)+` THEN $8::int8 ELSE 0 END)`, 5)).Replace(expireSQL))
 	s.lockRetentionSQL = s.expand(lockRetentionSQL)
 	s.pingSQL = s.expand(`SELECT version FROM {schema}.eventagg_schema`)
 	s.prepareClaims()

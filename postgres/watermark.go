@@ -82,31 +82,16 @@ func sampleExprs(p int) (seq, holders, lsn string) {
 		`coalesce(` + param(p+2) + `::text, current_setting('` + settingLSN + `', true))::pg_lsn`
 }
 
-// floorExpr returns the floor that a statement's watermark w (an SQL
-// expression) leaves for the next ones, given the sample from parameter p
-// on (see sampleExprs): w, once the WAL is flushed past the position
-// sampled after the sampled Seq was read, and until then the parameter
-// floor. A watermark may serve this statement before: the events it shows
-// are committed, so their Seqs' sequence records are flushed. But if the
-// server crashed before the record of a Seq drawn by an Append that
-// rolled back was flushed, the sequence would give that Seq out again
-// after the restart, to an Append that could commit after a higher one:
-// as a floor, kept across a crash, it could let a listing pass it.
-func floorExpr(w string, floor, p int) string {
-	_, _, lsn := sampleExprs(p)
-	return `CASE WHEN pg_current_wal_flush_lsn() >= ` + lsn + ` THEN ` + w + ` ELSE ` + param(floor) + `::int8 END`
-}
-
 // watermarkExpr returns the watermark of a statement, given the sample
 // (see sampleExprs): the sampled Seq if every Append that held the append
-// lock then has ended in the statement's snapshot, or else the parameter
-// floor (the highest watermark found before), whichever is higher. A
+// lock then has ended in the statement's snapshot, or else floor (an SQL
+// expression: the highest watermark found before), whichever is higher. A
 // transaction ID of pg_locks has 32 bits; it is widened to the 64 of the
 // snapshot's by the epoch of the snapshot's xmax, from which a
 // transaction in progress is less than 2^31 IDs away.
 // pg_visible_in_snapshot is false for an ID in progress, listed or at or
 // above xmax.
-func watermarkExpr(floor, p int) string {
+func watermarkExpr(floor string, p int) string {
 	seq, holders, _ := sampleExprs(p)
 	return `CASE WHEN NOT EXISTS (
 	SELECT FROM unnest(` + holders + `) h,
@@ -114,53 +99,76 @@ func watermarkExpr(floor, p int) string {
 	WHERE h < 0 OR NOT pg_visible_in_snapshot(greatest(3, n.x - n.x % 4294967296 + h
 		- CASE WHEN h - n.x % 4294967296 > 2147483648 THEN 4294967296 ELSE 0 END
 		+ CASE WHEN n.x % 4294967296 - h > 2147483648 THEN 4294967296 ELSE 0 END)::text::xid8, n.s))
-THEN greatest(` + seq + `, ` + param(floor) + `::int8) ELSE ` + param(floor) + `::int8 END`
+THEN greatest(` + seq + `, ` + floor + `) ELSE ` + floor + ` END`
 }
 
-// flushedExpr returns whether the WAL is flushed past the position of
-// parameter p (text, NULL for none: false).
-func flushedExpr(p int) string {
-	return `coalesce(pg_current_wal_flush_lsn() >= ` + param(p) + `::text::pg_lsn, false)`
+// flushedExpr returns whether the WAL is flushed past the position lsn,
+// an SQL expression of type pg_lsn (false if NULL).
+//
+// A watermark serves the statement that found it at once: the events it
+// shows are committed, so their Seqs' sequence records are flushed. It
+// becomes the floor only once the WAL is flushed past the position sampled
+// after the Seq was read: had the server crashed before the sequence
+// record of a Seq drawn by an Append that rolled back was flushed, the
+// sequence would give that Seq out again after the restart, to an Append
+// that could commit after a higher one, and a floor kept across the crash
+// could let a listing pass it.
+func flushedExpr(lsn string) string {
+	return `coalesce(pg_current_wal_flush_lsn() >= ` + lsn + `, false)`
 }
 
-// pendingFloor is a watermark that may serve as a floor once the WAL is
-// flushed past lsn (see floorExpr): a statement found it before the WAL
-// was, and a later one adopts it. Until then the floor lags; the WAL
-// writer flushes within wal_writer_delay (200ms by default), and every
-// Append's commit does.
+// pendingFloor is a watermark that becomes the floor once the WAL is
+// flushed past lsn (see flushedExpr): a statement found it before the WAL
+// was, and a later one checks. Until then the floor lags; the WAL writer
+// flushes within wal_writer_delay (200ms by default), and every Append's
+// commit does.
 type pendingFloor struct {
 	w   int64
 	lsn string
 }
 
-// floorArg returns the WAL position of the pending floor, for flushedExpr,
-// and the floor itself.
-func (s *Store) floorArg() (any, int64) {
-	s.pendingMu.Lock()
-	defer s.pendingMu.Unlock()
-	if s.pending.lsn == "" {
-		return nil, 0
-	}
-	return s.pending.lsn, s.pending.w
+// finding is what a statement that judges a sample returns (its first
+// row): the watermark, the sample it judged, whether the WAL is flushed
+// past the sample and past the pending floor it was given, pendingW.
+type finding struct {
+	w                       int64
+	sample                  sample
+	flushed, pendingFlushed bool
+	pendingW                int64
 }
 
-// found records what a statement found: w, its watermark, became the
-// floor (the statement's floor is w) or is pending until the WAL is
-// flushed past lsn; flushed tells whether the pending floor it was given,
-// pendingW, may now serve.
-func (s *Store) found(w, floor int64, lsn string, flushed bool, pendingW int64) {
-	if flushed {
-		s.raiseSafe(pendingW)
+// watermarkArgs returns the parameters $1-$5 of the statements that judge
+// a sample (see watermarkCTE): the floor, sample p (nil: the one in the
+// connection's settings) and the pending floor's position, which it
+// records in f.
+func (s *Store) watermarkArgs(p *sample, f *finding) []any {
+	s.pendingMu.Lock()
+	var lsn any
+	if s.pending.lsn != "" {
+		lsn, f.pendingW = s.pending.lsn, s.pending.w
 	}
-	s.raiseSafe(floor)
+	s.pendingMu.Unlock()
+	return append(append([]any{s.safe.Load()}, p.args()...), lsn)
+}
+
+// record keeps what a statement found: a flushed pending floor, and the
+// watermark as the floor if the WAL is flushed past its sample, or else as
+// the pending floor.
+func (s *Store) record(f *finding) {
+	if f.pendingFlushed {
+		s.raiseSafe(f.pendingW)
+	}
+	if f.flushed {
+		s.raiseSafe(f.w)
+	}
 	safe := s.safe.Load()
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
 	if s.pending.w <= safe {
 		s.pending = pendingFloor{}
 	}
-	if w > safe && w > s.pending.w {
-		s.pending = pendingFloor{w: w, lsn: lsn}
+	if f.w > safe && f.w > s.pending.w {
+		s.pending = pendingFloor{w: f.w, lsn: f.sample.lsn}
 	}
 }
 
@@ -201,24 +209,30 @@ func (s *Store) prepareWatermark(seq string) {
 		AND a.classid::int8 = $1::int8 AND a.objid::int8 = $2::int8
 		AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 )::text END, false), set_config('` + settingLSN + `', pg_current_wal_insert_lsn()::text, false)`
-	// The listings return a first row (watermark, sampled Seq, holders
-	// and WAL position, the floor it leaves) and then the page. They start
-	// after the events that have left (the retention row's payloads, read
-	// in the listing's snapshot): a cursor at one of them goes on from the
-	// next event that is still there. Parameters: $1 the cursor, $2 the
-	// page size, $3 the floor, $4-$6 the sample or NULL (see sampleExprs),
-	// $7 the WAL position of the pending floor (see flushedExpr); $8 the
-	// topic.
-	sampled, holders, lsn := sampleExprs(4)
+	// watermarkCTE judges a sample: w holds the watermark, the sample, and
+	// whether the WAL is flushed past the sample (f) and past the pending
+	// floor (pf). Parameters: $1 the floor, $2-$4 the sample or NULL (see
+	// sampleExprs), $5 the pending floor's position or NULL.
+	sampled, holders, lsn := sampleExprs(2)
+	watermarkCTE := `WITH w AS MATERIALIZED (
+	SELECT ` + watermarkExpr(`$1::int8`, 2) + ` AS w, ` + sampled + ` AS v, ` + holders + ` AS h, ` + lsn + `::text AS l,
+		` + flushedExpr(lsn) + ` AS f, ` + flushedExpr(`$5::text::pg_lsn`) + ` AS pf
+)`
+	// watermarkSQL returns w's row.
+	s.watermarkSQL = watermarkCTE + `
+SELECT w.w, w.v, w.h, w.l, w.f, w.pf FROM w`
+	// The listings return w's row and then the page. They start after the
+	// events that have left (the retention row's payloads, read in the
+	// listing's snapshot): a cursor at one of them goes on from the next
+	// event that is still there. Parameters: $1-$5 as watermarkCTE's, $6
+	// the cursor, $7 the page size; $8 the topic.
 	list := func(topic string) string {
-		return s.expand(`WITH w AS MATERIALIZED (
-	SELECT ` + sampled + ` AS v, ` + holders + ` AS h, ` + lsn + `::text AS l, ` + watermarkExpr(3, 4) + ` AS w
-)
-SELECT w.w, w.v, w.h, w.l, ` + floorExpr("w.w", 3, 4) + `, ` + flushedExpr(7) + `, NULL::text, NULL::text, NULL::int8, NULL::text, NULL::bytea FROM w
+		return s.expand(watermarkCTE + `
+SELECT w.w, w.v, w.h, w.l, w.f, w.pf, NULL::text, NULL::text, NULL::int8, NULL::text, NULL::bytea FROM w
 UNION ALL
-(SELECT seq, 0::int8, NULL::int8[], NULL::text, 0::int8, false, topic, event_id, ts, source, payload FROM {schema}.events
-WHERE ` + topic + `seq > greatest($1::int8, (SELECT payloads FROM {schema}.retention)) AND seq <= (SELECT w FROM w)
-ORDER BY seq LIMIT $2)`)
+(SELECT seq, 0::int8, NULL::int8[], NULL::text, false, false, topic, event_id, ts, source, payload FROM {schema}.events
+WHERE ` + topic + `seq > greatest($6::int8, (SELECT payloads FROM {schema}.retention)) AND seq <= (SELECT w FROM w)
+ORDER BY seq LIMIT $7)`)
 	}
 	s.listSQL = list("")
 	s.listTopicSQL = list("topic = $8 AND ")
@@ -226,12 +240,6 @@ ORDER BY seq LIMIT $2)`)
 	// sampleHoldersSQL left in the connection's settings.
 	s.readSampleSQL = `SELECT current_setting('` + settingSeq + `')::int8, current_setting('` + settingHolders + `')::int8[],
 	current_setting('` + settingLSN + `')`
-	// watermarkSQL returns the watermark, the sample, the floor it leaves
-	// and whether the pending floor's WAL is flushed. Parameters: $1 the
-	// floor, $2-$4 the sample or NULL, $5 the pending floor's position.
-	sampled, holders, lsn = sampleExprs(2)
-	s.watermarkSQL = `WITH w AS MATERIALIZED (SELECT ` + watermarkExpr(1, 2) + ` AS w)
-SELECT w.w, ` + sampled + `, ` + holders + `, ` + lsn + `::text, ` + floorExpr("w.w", 1, 2) + `, ` + flushedExpr(5) + ` FROM w`
 	// leftoverSQL numbers, under the append lock taken exclusive, the
 	// events that a replica of schema version 5 left with a provisional,
 	// negative Seq (it stored them in one transaction and numbered them in
@@ -261,40 +269,40 @@ func (p *sample) args() []any {
 	return []any{p.seq, append([]int64{}, p.holders...), p.lsn} // an empty array, not NULL
 }
 
-// expireWatermark finds the watermark for an Expire without waiting: an
-// Expire runs on the Aggregator's writer, which must not stall while an
-// Append of another replica stays in flight. It judges the sample the
-// previous Expire took, whose Appends have had the time between the two
-// to end (or, for the first, a fresh one), takes a fresh sample for the
-// next, and raises the floor as a listing does. It returns the sample it
-// judged, for expireSQL.
-func (s *Store) expireWatermark(ctx context.Context) (*sample, error) {
+// queueExpireWatermark queues on q, for an Expire, the statements that
+// find its watermark without waiting: an Expire runs on the Aggregator's
+// writer, which must not stall while an Append of another replica stays
+// in flight. They judge the sample the previous Expire took, whose Appends
+// have had the time between the two to end (for the first, a fresh one),
+// and take a fresh sample for the next. It returns expireSQL's parameters
+// from $4 on (the floor, the sample judged, the pending floor), for the
+// statement q runs next, and a function to call once q has run.
+func (s *Store) queueExpireWatermark(q *pgx.Batch) (args []any, done func()) {
 	s.pendingMu.Lock()
 	prev := s.expireSmp
 	s.pendingMu.Unlock()
 	var (
-		q        pgx.Batch
-		w, floor int64
-		flushed  bool
-		judged   = new(sample)
-		next     = new(sample)
+		f    finding
+		next sample
 	)
-	pendingLSN, pendingW := s.floorArg()
-	s.queueSample(&q)
-	q.Queue(s.watermarkSQL, append(append([]any{s.safe.Load()}, prev.args()...), pendingLSN)...).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&w, &judged.seq, &judged.holders, &judged.lsn, &floor, &flushed)
+	s.queueSample(q)
+	wargs := s.watermarkArgs(prev, &f)
+	q.Queue(s.watermarkSQL, wargs...).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&f.w, &f.sample.seq, &f.sample.holders, &f.sample.lsn, &f.flushed, &f.pendingFlushed)
 	})
 	q.Queue(s.readSampleSQL).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&next.seq, &next.holders, &next.lsn)
 	})
-	if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
-		return nil, s.fail(ctx, err)
+	// $1-$3 of watermarkArgs are $4-$6 here (the floor, the Seq and the
+	// holders sampled; no position: expireSQL sets no floor), and the
+	// pending floor follows.
+	args = append(wargs[:3:3], wargs[4], f.pendingW)
+	return args, func() {
+		s.record(&f)
+		s.pendingMu.Lock()
+		s.expireSmp = &next
+		s.pendingMu.Unlock()
 	}
-	s.found(w, floor, judged.lsn, flushed, pendingW)
-	s.pendingMu.Lock()
-	s.expireSmp = next
-	s.pendingMu.Unlock()
-	return judged, nil
 }
 
 // raiseSafe records w as a watermark found, if higher than the last.
@@ -320,26 +328,24 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 	s.queueSample(&q)
 	for {
 		var (
-			w, floor int64
-			flushed  bool
-			got      []eventagg.Event
-			smp      = new(sample)
+			f   finding
+			got []eventagg.Event
 		)
-		pendingLSN, pendingW := s.floorArg()
-		args := append(append([]any{after, n, s.safe.Load()}, p.args()...), pendingLSN)
+		args := append(s.watermarkArgs(p, &f), after, n)
 		sql := s.listSQL
 		if topic != "" {
 			sql, args = s.listTopicSQL, append(args, topic)
 		}
 		q.Queue(sql, args...).Query(func(rows pgx.Rows) (err error) {
-			got, w, floor, flushed, err = scanPage(rows, dst, smp)
+			got, err = scanPage(rows, dst, &f)
 			return err
 		})
 		if err := s.pool.SendBatch(ctx, &q).Close(); err != nil {
 			return dst, s.fail(ctx, err)
 		}
-		s.found(w, floor, smp.lsn, flushed, pendingW)
-		if w >= smp.seq || len(got)-len(dst) >= n {
+		s.record(&f)
+		smp := &f.sample
+		if f.w >= smp.seq || len(got)-len(dst) >= n {
 			s.heldBack.Store(0)
 			return got, nil
 		}
@@ -361,31 +367,31 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 	}
 }
 
-// scanPage reads a listing's rows: the first (watermark, sample, floor),
-// then the events, appended to dst until their payloads reach
-// eventagg.PageBytes.
-func scanPage(rows pgx.Rows, dst []eventagg.Event, smp *sample) (_ []eventagg.Event, w, floor int64, flushed bool, err error) {
+// scanPage reads a listing's rows: the first into f, then the events,
+// appended to dst until their payloads reach eventagg.PageBytes.
+func scanPage(rows pgx.Rows, dst []eventagg.Event, f *finding) ([]eventagg.Event, error) {
 	size := 0
 	for first := true; size < eventagg.PageBytes && rows.Next(); first = false {
 		var (
-			seq, sampled, f, ns    *int64
+			seq, sampled, ns       *int64
 			holders                []int64
 			lsn, topic, id, source *string
+			flushed, pending       bool
 			payload                []byte
 		)
-		var fl bool
-		if err := rows.Scan(&seq, &sampled, &holders, &lsn, &f, &fl, &topic, &id, &ns, &source, &payload); err != nil {
-			return dst, 0, 0, false, err
+		if err := rows.Scan(&seq, &sampled, &holders, &lsn, &flushed, &pending, &topic, &id, &ns, &source, &payload); err != nil {
+			return dst, err
 		}
 		if first {
-			w, floor, flushed, smp.seq, smp.holders, smp.lsn = *seq, *f, fl, *sampled, holders, *lsn
+			f.w, f.sample = *seq, sample{seq: *sampled, holders: holders, lsn: *lsn}
+			f.flushed, f.pendingFlushed = flushed, pending
 			continue
 		}
 		dst = append(dst, eventagg.Event{Seq: *seq, Topic: *topic, EventID: *id, Source: *source,
 			Timestamp: driver.FromNanos(*ns), Payload: payload})
 		size += len(payload)
 	}
-	return dst, w, floor, flushed, rows.Err()
+	return dst, rows.Err()
 }
 
 // sleep pauses for d or until ctx ends, and then returns its error.

@@ -39,7 +39,7 @@ func TestListingRetryOnAnotherConnection(t *testing.T) {
 	smp := &sample{seq: 5, holders: []int64{1, 2}, lsn: "0/0"}
 	for i := range 12 {
 		for _, sql := range []string{s.listSQL, s.listTopicSQL} {
-			args := append(append([]any{int64(0), 10, int64(0)}, smp.args()...), "0/0")
+			args := append(s.watermarkArgs(smp, new(finding)), int64(0), 10)
 			if sql == s.listTopicSQL {
 				args = append(args, "t")
 			}
