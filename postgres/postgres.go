@@ -119,11 +119,14 @@ type Store struct {
 	claimSQL, claimCheckSQL, endClaimSQL, claimCountsSQL                  string // see claims.go
 	channel                                                               string // see watch.go
 
-	safe      atomic.Int64 // the highest watermark a listing or Expire found, once the WAL is flushed past its sample (see watermark.go)
-	pendingMu sync.Mutex
-	pending   pendingFloor // a watermark found before the WAL was flushed past its sample
-	expireSmp *sample      // the sample the last Expire took, for the next to judge
-	heldBack  atomic.Int64 // since when listings have been held back, in Unix nanoseconds; 0: they are not
+	safe       atomic.Int64 // the highest watermark a listing or Expire found, once the WAL is flushed past its sample (see watermark.go)
+	pendingMu  sync.Mutex
+	pending    pendingFloor // a watermark found before the WAL was flushed past its sample
+	expireSmp  *sample      // the sample the last Expire took, for the next to judge
+	heldBack   atomic.Int64 // since when listings have been held back, in Unix nanoseconds; 0: they are not
+	heldMu     sync.Mutex
+	heldCtx    context.Context // cancelled when listings become held back (see heldSignal)
+	heldCancel context.CancelFunc
 
 	closed  atomic.Bool
 	once    sync.Once
@@ -210,6 +213,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		lockKey: lockKey(o.Schema),
 	}
 	s.stopped, s.stop = context.WithCancel(context.Background())
+	s.heldCtx, s.heldCancel = context.WithCancel(context.Background())
 	s.prepareSQL()
 	if err := s.migrateWaiting(ctx, o.ConnectTimeout); err != nil {
 		pool.Close()

@@ -128,37 +128,44 @@ func (s *Store) listen(ctx context.Context, changed func()) (listened bool, err 
 		return false, err
 	}
 	changed()
-	heard := time.Now() // when the connection last proved up
 	for {
-		// The wait is short, so that while listings are held back, when no
-		// notification may come as the Append that holds them back ends,
-		// the callers are woken to list again every heldBackPoll.
-		wctx, cancel := context.WithTimeout(ctx, heldBackPoll)
+		// While listings are held back, no notification may come when the
+		// Append that holds them back ends: the callers are woken to list
+		// again every heldBackPoll. Otherwise the wait ends early if
+		// listings become held back (heldContext is read first, so that a
+		// change after it cancels the context this wait watches).
+		hc := s.heldContext()
+		held, wait := s.heldBack.Load() != 0, watchIdle
+		if held {
+			wait = heldBackPoll
+		}
+		wctx, cancel := context.WithTimeoutCause(ctx, wait, errWatchIdle)
+		stop := context.AfterFunc(hc, cancel)
 		n, err := conn.WaitForNotification(wctx)
 		idle := wctx.Err() != nil && ctx.Err() == nil
+		stop()
+		timedOut := errors.Is(context.Cause(wctx), errWatchIdle)
 		cancel()
 		switch {
 		case err == nil:
-			heard = time.Now()
 			if n.Channel == s.channel && n.Payload == s.schema {
 				changed()
 			}
-		case idle && errors.Is(err, context.DeadlineExceeded):
-			if s.heldBack.Load() != 0 {
-				changed()
-			}
-			if time.Since(heard) < watchIdle {
-				continue
-			}
+		case idle && (held || !timedOut): // held back, or just now
+			changed()
+		case idle:
 			pctx, cancel := context.WithTimeout(ctx, watchTimeout)
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil {
 				return true, err
 			}
-			heard = time.Now()
 		default:
 			return true, err
 		}
 	}
 }
+
+// errWatchIdle is the cause of the end of a wait for a notification that
+// ran its course.
+var errWatchIdle = errors.New("postgres: no notification within the wait")

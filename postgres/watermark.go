@@ -305,6 +305,23 @@ func (s *Store) queueExpireWatermark(q *pgx.Batch) (args []any, done func()) {
 	}
 }
 
+// heldContext returns a context that is cancelled when listings become
+// held back, which wakes Watch.
+func (s *Store) heldContext() context.Context {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	return s.heldCtx
+}
+
+// heldSignal cancels the context heldContext returned, for listings that
+// became held back, and makes a new one.
+func (s *Store) heldSignal() {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	s.heldCancel()
+	s.heldCtx, s.heldCancel = context.WithCancel(context.Background())
+}
+
 // raiseSafe records w as a watermark found, if higher than the last.
 func (s *Store) raiseSafe(w int64) {
 	for old := s.safe.Load(); w > old && !s.safe.CompareAndSwap(old, w); old = s.safe.Load() {
@@ -350,7 +367,9 @@ func (s *Store) page(ctx context.Context, dst []eventagg.Event, topic string, af
 			return got, nil
 		}
 		if wait := time.Since(start); wait >= listWait || wait >= heldBackWait && s.heldBack.Load() != 0 {
-			s.heldBack.CompareAndSwap(0, time.Now().UnixNano())
+			if s.heldBack.CompareAndSwap(0, time.Now().UnixNano()) {
+				s.heldSignal()
+			}
 			return got, nil
 		}
 		if err := sleep(ctx, pause); err != nil {
