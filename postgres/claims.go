@@ -127,8 +127,9 @@ func (s *Store) Claim(ctx context.Context, key eventagg.Key, lease time.Duration
 // c's claim if it still has c's token, and stores event as [Store.Append]
 // does on its two-statement path, in one pipelined round trip after BEGIN;
 // then it commits, and notifies as Append does, in a second round trip,
-// and returns once PostgreSQL acknowledged the commit. If c's claim is gone or has another token, it rolls back
-// and returns [eventagg.ErrClaimLost]. With opts.RejectConflicts, a
+// and returns once PostgreSQL acknowledged the commit. If c's claim is
+// gone or has another token, it rolls back and returns
+// [eventagg.ErrClaimLost]. With opts.RejectConflicts, a
 // conflict rolls back too, leaving c held, and Complete returns a
 // [*eventagg.ConflictError].
 //

@@ -493,11 +493,12 @@ func (s *Store) Schema() string { return s.schema }
 // Append implements [eventagg.Store.Append] in one transaction, in one
 // round trip, alongside the Appends of every replica (see the package
 // documentation's Append): it takes the schema's append lock shared, which
-// no other Append waits for; inserts the first copy of each key not stored
-// yet (ON CONFLICT on the key), with its Seq from events_seq; judges every
-// event of the batch against the stored copy of its key (comparing their
-// payloads' digests); adds to one counter shard of each topic; notifies
-// the schema's channel for [Store.Watch]; and commits. Append returns
+// no other Append waits for; judges every event of the batch against the
+// stored copy of its key (comparing their payloads' digests); inserts the
+// first copy of each key not stored yet, with its Seq from events_seq (a
+// key that another Append stores meanwhile makes it judge the batch again,
+// in two statements); adds to one counter shard of each topic; commits;
+// and then notifies the schema's channel for [Store.Watch]. Append returns
 // after PostgreSQL acknowledged the commit. With opts.RejectConflicts, a
 // batch holding a conflict stores and counts nothing, and Append returns
 // a [*eventagg.ConflictError].
