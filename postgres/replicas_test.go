@@ -624,12 +624,7 @@ func TestEventsLeftWithoutANumberAreNumbered(t *testing.T) {
 	q := pgx.Identifier{schema}.Sanitize()
 	s := MustOpen(t, dsn, schema)
 	appendStatuses(t, s, event("t", "0"))
-	leave := func(id string) {
-		t.Helper()
-		p := []byte(`{"id":"` + id + `"}`)
-		exec(t, dsn, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, payload, phash, accepted)
-			VALUES (-nextval('`+q+`.events_pending'), 't', $1, 0, $2, $3, 0)`, id, p, driver.PayloadHash(p))
-	}
+	leave := func(id string) { leaveProvisional(t, dsn, q, id) }
 	ids := func(s eventagg.Store) []string {
 		var out []string
 		for _, e := range listAll(t, s, eventagg.Query{}) {
@@ -668,9 +663,7 @@ func TestMigrateFromVersion5(t *testing.T) {
 	s.Close()
 	exec(t, dsn, `UPDATE `+q+`.eventagg_schema SET version = 5`)
 	exec(t, dsn, `COMMENT ON SEQUENCE `+q+`.events_pending IS NULL`)
-	p := []byte(`{"id":"left"}`)
-	exec(t, dsn, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, payload, phash, accepted)
-		VALUES (-nextval('`+q+`.events_pending'), 't', 'left', 0, $1, $2, 0)`, p, driver.PayloadHash(p))
+	leaveProvisional(t, dsn, q, "left")
 
 	s = MustOpen(t, dsn, schema)
 	if err := s.Ping(t.Context()); err != nil {
@@ -693,4 +686,14 @@ func TestMigrateFromVersion5(t *testing.T) {
 	if diff := cmp.Diff([]string{"t/0", "t/left"}, keys(got)); diff != "" || got[1].Seq <= got[0].Seq {
 		t.Errorf("Events() after the upgrade (-want +got):\n%s; Seqs %d, %d", diff, got[0].Seq, got[len(got)-1].Seq)
 	}
+}
+
+// leaveProvisional stores event t/id in schema q (quoted) as a replica of
+// schema version 5 left it when its numbering failed: with a provisional,
+// negative Seq from events_pending.
+func leaveProvisional(t *testing.T, dsn, q, id string) {
+	t.Helper()
+	p := []byte(`{"id":"` + id + `"}`)
+	exec(t, dsn, `INSERT INTO `+q+`.events (seq, topic, event_id, ts, payload, phash, accepted)
+		VALUES (-nextval('`+q+`.events_pending'), 't', $1, 0, $2, $3, 0)`, id, p, driver.PayloadHash(p))
 }

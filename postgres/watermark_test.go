@@ -31,9 +31,7 @@ func TestListingsWaitForAppendsInFlight(t *testing.T) {
 	other := newSchema(t, dsn)
 	o := openOneShard(t, dsn, other)
 	appendStatuses(t, o, event("a", "0"))
-	otherBlocker := lockCounters(t, dsn, pgx.Identifier{other}.Sanitize(), "a")
-	fromOther := appendAsync(t, o, event("a", "1"))
-	awaitWaiting(t, dsn, "%"+pgx.Identifier{other}.Sanitize()+"%")
+	otherBlocker, fromOther := holdAppend(t, dsn, pgx.Identifier{other}.Sanitize(), o, event("a", "1"))
 	appendStatuses(t, b, event("b", "0"))
 	if diff := cmp.Diff([]string{"a/0", "b/0"}, keys(listAll(t, b, eventagg.Query{}))); diff != "" {
 		t.Errorf("Events() while another schema's Append is in flight (-want +got):\n%s", diff)
@@ -46,9 +44,7 @@ func TestListingsWaitForAppendsInFlight(t *testing.T) {
 		t.Fatalf("other schema's Append error: %v", r.err)
 	}
 
-	blocker := lockCounters(t, dsn, q, "a")
-	fromA := appendAsync(t, a, event("a", "1"))
-	awaitWaiting(t, dsn, "%"+q+"%")
+	blocker, fromA := holdAppend(t, dsn, q, a, event("a", "1"))
 	appendStatuses(t, b, event("b", "1"))
 
 	var woken atomic.Int64
@@ -63,7 +59,18 @@ func TestListingsWaitForAppendsInFlight(t *testing.T) {
 	if diff := cmp.Diff([]string{"a/0", "b/0"}, keys(listAll(t, b, eventagg.Query{}))); diff != "" {
 		t.Errorf("Events() while A's Append is in flight (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"b/0"}, keys(listAll(t, b, eventagg.Query{Topic: "b"}))); diff != "" {
+	// Held back already, a listing waits 20ms at most, not a second: half
+	// of that bounds it.
+	short, cancelShort := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	var topicB []eventagg.Event
+	for e, err := range b.Events(short, eventagg.Query{Topic: "b"}) {
+		if err != nil {
+			t.Fatalf("Events(topic b) while held back: %v", err)
+		}
+		topicB = append(topicB, e)
+	}
+	cancelShort()
+	if diff := cmp.Diff([]string{"b/0"}, keys(topicB)); diff != "" {
 		t.Errorf("Events(topic b) while A's Append is in flight (-want +got):\n%s", diff)
 	}
 	if held := heldBack(b); held != 1 {
@@ -114,9 +121,7 @@ func TestExpireStopsAtAppendsInFlight(t *testing.T) {
 	a, b := openOneShard(t, dsn, schema), openOneShard(t, dsn, schema)
 	appendStatuses(t, a, event("a", "0"))
 	listAll(t, b, eventagg.Query{}) // B's watermark passes a/0
-	blocker := lockCounters(t, dsn, q, "a")
-	fromA := appendAsync(t, a, event("a", "1"))
-	awaitWaiting(t, dsn, "%"+q+"%")
+	blocker, fromA := holdAppend(t, dsn, q, a, event("a", "1"))
 	appendStatuses(t, b, event("b", "1"))
 
 	// Expire removes a/0 only: the events up to the last watermark B
@@ -162,4 +167,16 @@ func heldBack(s *postgres.Store) float64 {
 		}
 	}
 	return -1
+}
+
+// holdAppend starts an Append of e to s, on schema q (quoted), and holds
+// it in flight, after it drew its Seq, by locking its topic's counter
+// rows; it returns the transaction holding them (roll it back to release
+// the Append) and the Append's result.
+func holdAppend(t *testing.T, dsn, q string, s eventagg.Store, e eventagg.Event) (pgx.Tx, chan appendResult) {
+	t.Helper()
+	blocker := lockCounters(t, dsn, q, e.Topic)
+	result := appendAsync(t, s, e)
+	awaitWaiting(t, dsn, "%"+q+"%")
+	return blocker, result
 }
