@@ -41,12 +41,8 @@ func (s *Store) migrateWaiting(ctx context.Context, wait time.Duration) error {
 		if left <= 0 {
 			return fmt.Errorf("still failing after %v: %w", wait, err)
 		}
-		t := time.NewTimer(min(pause, left))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if sleep(ctx, min(pause, left)) != nil {
 			return err
-		case <-t.C:
 		}
 		pause = min(2*pause, openMaxPause)
 	}

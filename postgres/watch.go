@@ -96,12 +96,7 @@ func (s *Store) Watch(ctx context.Context, changed func()) error {
 		} else if time.Since(failing) >= watchGiveUp {
 			return fmt.Errorf("postgres: watch schema %q: %w", s.schema, err)
 		}
-		t := time.NewTimer(pause)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
+		sleep(ctx, pause) // an end of ctx is seen at the top of the loop
 		pause = min(2*pause, watchMaxPause)
 	}
 }
